@@ -1,0 +1,61 @@
+# specdyn build. `make` builds ./train; `make test` builds and runs the tests.
+# Both first install missing Debian packages (apt-get, as root or via sudo).
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g -march=x86-64-v2
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wdouble-promotion
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) $(CFLAGS) \
+              -Icore -Imodels -Itasks -Itrace -Icli -Itests -I/usr/include/openblas
+LDLIBS  := -lopenblas -llapacke -linih -lcjson -lm
+BUILD   := build
+
+# Debian packages the build and the tests need. python3-torch is only needed
+# to regenerate golden values (tests/golden/make_golden.py), not to test.
+PACKAGES := gcc make libopenblas-openmp-dev liblapacke-dev libinih-dev libcjson-dev
+
+LIB_SRC := $(wildcard core/*.c models/*.c tasks/*.c trace/*.c) cli/checkpoint.c
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+.PHONY: all deps test asan clean
+
+all: deps train
+
+deps: $(BUILD)/.deps
+$(BUILD)/.deps: Makefile
+	@mkdir -p $(BUILD)
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(BUILD)/%.o: %.c | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+train: $(BUILD)/cli/train.o $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+test: deps train $(BUILD)/run_tests
+	OMP_NUM_THREADS=2 $(BUILD)/run_tests
+
+# AddressSanitizer and UBSan build of the same tests, in a separate tree.
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	        build-asan/run_tests train-asan
+	OMP_NUM_THREADS=2 build-asan/run_tests
+
+train-asan: $(BUILD)/cli/train.o $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
+clean:
+	rm -rf build build-asan train train-asan
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/train.o.d

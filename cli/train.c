@@ -1,0 +1,441 @@
+/* ./train CONFIG.ini [section.key=value ...]
+ * ./train --resume RUN_DIR [train.steps=N]
+ *
+ * Trains one model, records its spectral trace, writes metrics and
+ * checkpoints into RUN_DIR = out_dir/name, and resumes a stopped run from its
+ * newest checkpoint so that the result is bitwise identical to an
+ * uninterrupted run with the same thread count. */
+#include <cblas.h>
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "config.h"
+#include "error.h"
+#include "ops.h"
+#include "optim.h"
+#include "rng.h"
+#include "task.h"
+#include "trace.h"
+
+/* OpenBLAS's own thread control (not in cblas.h of every distribution). */
+void openblas_set_num_threads(int num_threads);
+
+#define ERR_LEN 1024
+#define EVAL_CHUNK 8192
+
+static void usage(FILE *out) {
+    fputs("usage: train CONFIG.ini [section.key=value ...]\n"
+          "       train --resume RUN_DIR [train.steps=N]\n"
+          "Trains the model CONFIG describes and writes RUN_DIR = run.out_dir/run.name:\n"
+          "config.ini, metrics.csv, checkpoints/ and trace/. --resume continues a stopped\n"
+          "run from its newest checkpoint; train.steps=N extends its step budget.\n",
+          out);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* mkdir -p for out_dir; exits naming the directory on failure. */
+static void make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) sd_fail("cannot create directory '%s': %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST) sd_fail("cannot create directory '%s': %s", buf, strerror(errno));
+}
+
+/* ---- metrics.csv ---------------------------------------------------------- */
+
+static const char *METRICS_HEADER = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds\n";
+
+/* Rewrite metrics.csv keeping the header and the rows with step <= keep_step
+ * (rows after the checkpoint being resumed are recomputed). */
+static void truncate_metrics(const char *path, long keep_step) {
+    FILE *in = fopen(path, "r");
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = sd_fopen(tmp, "w");
+    fputs(METRICS_HEADER, out);
+    if (in) {
+        char line[4096];
+        int first = 1;
+        while (fgets(line, sizeof line, in)) {
+            if (first) {
+                first = 0;
+                continue;
+            }
+            char *end;
+            long step = strtol(line, &end, 10);
+            if (end == line || *end != ',' || line[strlen(line) - 1] != '\n') continue; /* a torn last line */
+            if (step <= keep_step) fputs(line, out);
+        }
+        fclose(in);
+    }
+    sd_fclose(out, tmp);
+    if (rename(tmp, path) != 0) sd_fail("cannot replace '%s': %s", path, strerror(errno));
+}
+
+/* ---- training state ------------------------------------------------------- */
+
+typedef struct {
+    Config cfg;
+    char run_dir[1024];
+    ParamStore *ps;
+    Task *task;
+    Optimizer opt;
+    Schedule sched;
+    Graph graph;
+    Tracer *tracer;
+    FILE *metrics;
+    long step;
+    double wall_offset;        /* wall seconds of earlier sessions of this run */
+    double start;
+    /* data order */
+    long *batch_idx;           /* [micro-batch size] */
+    int *epoch_perm;           /* [n_train] permutation of the current epoch */
+    long perm_epoch;
+    long micro_batch;          /* examples per micro-batch */
+    long micro_per_epoch;
+    /* running training metrics since the last evaluation */
+    double loss_sum;
+    long correct_sum, seen_sum, loss_count;
+    /* first steps at which accuracy thresholds were met, for the summary */
+    long train_full_step, val_95_step;
+    int tty;
+} Trainer;
+
+static void optimizer_from_config(const Config *c, Optimizer *o) {
+    memset(o, 0, sizeof *o);
+    o->kind = strcmp(c->optimizer, "sgd") == 0 ? OPTIM_SGD : strcmp(c->optimizer, "adam") == 0 ? OPTIM_ADAM : OPTIM_ADAMW;
+    o->beta1 = c->beta1;
+    o->beta2 = c->beta2;
+    o->eps = c->eps;
+    o->weight_decay = c->weight_decay;
+    o->momentum = c->momentum;
+    o->nesterov = c->nesterov;
+    o->decay_matrices_only = strcmp(c->decay, "matrices") == 0;
+}
+
+static void schedule_from_config(const Config *c, Schedule *s) {
+    memset(s, 0, sizeof *s);
+    static const char *const names[] = {"constant", "warmup", "multistep", "cosine", "warmup_cosine"};
+    for (int i = 0; i < 5; i++)
+        if (strcmp(c->schedule, names[i]) == 0) s->kind = (ScheduleKind)i;
+    s->total_steps = c->steps;
+    s->warmup = c->warmup;
+    s->milestones = c->milestones;
+    s->n_milestones = c->n_milestones;
+    s->gamma = c->gamma;
+    s->min_factor = c->min_factor;
+}
+
+/* Fill tr->batch_idx with micro-batch number mb (counted from the start of
+ * training). Epoch e's order is a shuffle seeded by (seed, e), so any
+ * micro-batch can be reproduced after a resume without saved state. */
+static void select_batch(Trainer *tr, long mb) {
+    long n_train = tr->task->n_train;
+    if (tr->micro_batch >= n_train) {
+        for (long i = 0; i < n_train; i++) tr->batch_idx[i] = i;
+        return;
+    }
+    long epoch = mb / tr->micro_per_epoch, within = mb % tr->micro_per_epoch;
+    if (epoch != tr->perm_epoch) {
+        for (long i = 0; i < n_train; i++) tr->epoch_perm[i] = (int)i;
+        Rng g;
+        rng_seed(&g, (uint64_t)tr->cfg.seed, RNG_STREAM_EPOCH + (uint64_t)epoch);
+        rng_shuffle(&g, tr->epoch_perm, n_train);
+        tr->perm_epoch = epoch;
+    }
+    for (long i = 0; i < tr->micro_batch; i++) tr->batch_idx[i] = tr->epoch_perm[(within * tr->micro_batch + i) % n_train];
+}
+
+static long batch_count(const Trainer *tr) {
+    return tr->micro_batch >= tr->task->n_train ? tr->task->n_train : tr->micro_batch;
+}
+
+/* Loss and accuracy over a whole split, without recording. */
+static void evaluate(Trainer *tr, Split split, double *loss, double *acc) {
+    long n = split == SPLIT_TRAIN ? tr->task->n_train : tr->task->n_val;
+    long *idx = sd_malloc((size_t)EVAL_CHUNK * sizeof *idx);
+    double total = 0.0;
+    long correct = 0;
+    tr->graph.recording = 0;
+    for (long start = 0; start < n; start += EVAL_CHUNK) {
+        long count = n - start < EVAL_CHUNK ? n - start : EVAL_CHUNK;
+        for (long i = 0; i < count; i++) idx[i] = start + i;
+        graph_reset(&tr->graph);
+        Tensor *l = tr->task->forward(tr->task, &tr->graph, split, idx, count, &correct);
+        total += (double)l->data[0] * (double)count;
+    }
+    graph_reset(&tr->graph);
+    tr->graph.recording = 1;
+    free(idx);
+    *loss = total / (double)n;
+    *acc = (double)correct / (double)n;
+}
+
+static double wall_now(const Trainer *tr) { return tr->wall_offset + now_seconds() - tr->start; }
+
+static void write_checkpoint(Trainer *tr) {
+    char err[ERR_LEN];
+    for (int i = 0; i < tr->ps->count; i++) {
+        const Tensor *t = &tr->ps->params[i].t;
+        for (long j = 0; j < t->size; j++)
+            if (!isfinite(t->data[j]))
+                sd_fail("parameter '%s' is not finite after step %ld; stopping without overwriting the last good "
+                        "checkpoint in %s/checkpoints",
+                        tr->ps->params[i].name, tr->step, tr->run_dir);
+    }
+    if (checkpoint_save(tr->run_dir, tr->step, wall_now(tr), tr->ps, &tr->opt, tr->cfg.keep_checkpoints, err,
+                        sizeof err) != 0)
+        sd_fail("%s", err);
+}
+
+static void take_snapshot(Trainer *tr) {
+    char err[ERR_LEN];
+    if (tr->tracer && tracer_last_step(tr->tracer) < tr->step && tracer_snapshot(tr->tracer, tr->step, err, sizeof err) != 0)
+        sd_fail("trace at step %ld: %s", tr->step, err);
+}
+
+static void format_eta(double seconds, char *buf, size_t len) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);
+}
+
+static void progress(Trainer *tr, double loss, double train_acc, double val_acc, double rate, int final) {
+    char eta[32];
+    format_eta(rate > 0 ? (double)(tr->cfg.steps - tr->step) / rate : 0.0, eta, sizeof eta);
+    fprintf(stderr, "%sstep %ld/%ld  loss %.4f  train_acc %.4f  val_acc %.4f  %.1f steps/s  ETA %s%s",
+            tr->tty ? "\r\033[K" : "", tr->step, tr->cfg.steps, loss, train_acc, val_acc, rate, eta,
+            tr->tty && !final ? "" : "\n");
+    fflush(stderr);
+}
+
+static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double *train_acc_out, double *loss_out) {
+    double val_loss, val_acc;
+    evaluate(tr, SPLIT_VAL, &val_loss, &val_acc);
+    double train_loss = tr->loss_count ? tr->loss_sum / (double)tr->loss_count : (double)NAN;
+    double train_acc = tr->seen_sum ? (double)tr->correct_sum / (double)tr->seen_sum : (double)NAN;
+    double epoch = (double)(tr->step * tr->cfg.accumulate) * (double)batch_count(tr) / (double)tr->task->n_train;
+    fprintf(tr->metrics, "%ld,%.6g,%.9g,%.9g,%.6f,%.9g,%.6f,%.3f\n", tr->step, epoch, lr, train_loss, train_acc,
+            val_loss, val_acc, wall_now(tr));
+    fflush(tr->metrics);
+    if (tr->train_full_step < 0 && train_acc >= 1.0) tr->train_full_step = tr->step;
+    if (tr->val_95_step < 0 && val_acc >= 0.95) tr->val_95_step = tr->step;
+    tr->loss_sum = 0.0;
+    tr->loss_count = tr->correct_sum = tr->seen_sum = 0;
+    *val_acc_out = val_acc;
+    *train_acc_out = train_acc;
+    *loss_out = train_loss;
+}
+
+/* One optimiser step: accumulate gradients over the micro-batches, clip, update. */
+static void train_step(Trainer *tr, double lr) {
+    params_zero_grad(tr->ps);
+    long n = batch_count(tr);
+    for (int micro = 0; micro < tr->cfg.accumulate; micro++) {
+        select_batch(tr, tr->step * tr->cfg.accumulate + micro);
+        graph_reset(&tr->graph);
+        long correct = 0;
+        Tensor *loss = tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, tr->batch_idx, n, &correct);
+        float value = loss->data[0];
+        if (!isfinite(value))
+            sd_fail("training loss is %s at step %ld; stopping. The last good checkpoint is kept in %s/checkpoints",
+                    isnan(value) ? "NaN" : "infinite", tr->step + 1, tr->run_dir);
+        if (tr->cfg.accumulate > 1) loss = op_scale(&tr->graph, loss, 1.0f / (float)tr->cfg.accumulate);
+        graph_backward(&tr->graph, loss);
+        tr->loss_sum += (double)value;
+        tr->loss_count++;
+        tr->correct_sum += correct;
+        tr->seen_sum += n;
+    }
+    graph_reset(&tr->graph);
+    if (tr->cfg.clip > 0.0) clip_grad_norm(tr->ps, tr->cfg.clip);
+    optim_step(&tr->opt, tr->ps, lr);
+    tr->step++;
+}
+
+static void load_config(Config *cfg, const char *path, int argc, char **argv, int first_override, int resume) {
+    char err[ERR_LEN];
+    memset(cfg, 0, sizeof *cfg);
+    config_defaults(cfg);
+    if (config_load(cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
+    for (int i = first_override; i < argc; i++) {
+        if (resume && strncmp(argv[i], "train.steps=", 12) != 0)
+            sd_fail("override '%s' is not allowed with --resume: a resumed run keeps its configuration (only "
+                    "train.steps=N may extend it)",
+                    argv[i]);
+        if (config_override(cfg, argv[i], err, sizeof err) != 0) sd_fail("%s", err);
+    }
+    if (config_validate(cfg, err, sizeof err) != 0) sd_fail("%s: %s", path, err);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    Trainer tr_storage, *tr = &tr_storage;
+    memset(tr, 0, sizeof *tr);
+    char err[ERR_LEN];
+    int resume = strcmp(argv[1], "--resume") == 0;
+    if (resume) {
+        if (argc < 3) {
+            usage(stderr);
+            return 2;
+        }
+        snprintf(tr->run_dir, sizeof tr->run_dir, "%s", argv[2]);
+        size_t len = strlen(tr->run_dir);
+        while (len > 1 && tr->run_dir[len - 1] == '/') tr->run_dir[--len] = '\0';
+        char cfg_path[1100];
+        snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", tr->run_dir);
+        if (!path_exists(tr->run_dir)) sd_fail("run directory '%s' not found", tr->run_dir);
+        if (!path_exists(cfg_path)) sd_fail("'%s' is not a run directory: it has no config.ini", tr->run_dir);
+        load_config(&tr->cfg, cfg_path, argc, argv, 3, 1);
+    } else {
+        if (argv[1][0] == '-') {
+            fprintf(stderr, "specdyn: error: unknown option '%s'\n", argv[1]);
+            usage(stderr);
+            return 2;
+        }
+        load_config(&tr->cfg, argv[1], argc, argv, 2, 0);
+        if (tr->cfg.run_name[0] == '\0') {
+            char base[1024];
+            snprintf(base, sizeof base, "%s", argv[1]);
+            char *name = basename(base);
+            char *dot = strrchr(name, '.');
+            if (dot && dot != name) *dot = '\0';
+            snprintf(tr->cfg.run_name, sizeof tr->cfg.run_name, "%s", name);
+        }
+        if (strchr(tr->cfg.run_name, '/')) sd_fail("[run] name = %s: must not contain '/'", tr->cfg.run_name);
+        if (snprintf(tr->run_dir, sizeof tr->run_dir, "%s/%s", tr->cfg.out_dir, tr->cfg.run_name) >= (int)sizeof tr->run_dir)
+            sd_fail("run directory path '%s/%s' is too long", tr->cfg.out_dir, tr->cfg.run_name);
+        if (path_exists(tr->run_dir))
+            sd_fail("run directory '%s' already exists; continue it with ./train --resume %s, or choose another "
+                    "name with run.name=NAME",
+                    tr->run_dir, tr->run_dir);
+    }
+
+    omp_set_num_threads(tr->cfg.threads);
+    openblas_set_num_threads(tr->cfg.threads);
+
+    tr->ps = sd_calloc(1, sizeof *tr->ps);
+    tr->task = task_create(&tr->cfg, tr->ps, err, sizeof err);
+    if (!tr->task) sd_fail("%s", err);
+    optimizer_from_config(&tr->cfg, &tr->opt);
+    schedule_from_config(&tr->cfg, &tr->sched);
+    graph_init(&tr->graph);
+    tr->micro_batch = tr->cfg.batch_size;
+    long n_train = tr->task->n_train;
+    tr->micro_per_epoch = (n_train + tr->micro_batch - 1) / tr->micro_batch;
+    tr->batch_idx = sd_malloc((size_t)(tr->micro_batch < n_train ? tr->micro_batch : n_train) * sizeof(long));
+    tr->epoch_perm = sd_malloc((size_t)n_train * sizeof(int));
+    tr->perm_epoch = -1;
+    tr->train_full_step = tr->val_95_step = -1;
+    tr->tty = isatty(STDERR_FILENO);
+
+    char metrics_path[1100], path[1100];
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.csv", tr->run_dir);
+    if (resume) {
+        long step = checkpoint_load_latest(tr->run_dir, tr->ps, &tr->opt, &tr->wall_offset, err, sizeof err);
+        if (step == -2) sd_fail("no usable checkpoint in %s/checkpoints: %s", tr->run_dir, err);
+        if (step == -1) {
+            /* Killed before the first checkpoint: start over with the same initialisation. */
+            step = 0;
+            tr->wall_offset = 0.0;
+        }
+        tr->step = step;
+        if (tr->step >= tr->cfg.steps) {
+            fprintf(stderr, "%s is already complete at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);
+            return 0;
+        }
+        snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
+        if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
+        truncate_metrics(metrics_path, tr->step);
+        snprintf(path, sizeof path, "%s/trace/steps.npy", tr->run_dir);
+        int have_trace = path_exists(path);
+        if (tr->cfg.trace_every > 0) {
+            tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, have_trace,
+                                     tr->step, err, sizeof err);
+            if (!tr->tracer) sd_fail("%s", err);
+        }
+        fprintf(stderr, "resuming %s at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);
+    } else {
+        make_dirs(tr->cfg.out_dir);
+        if (access(tr->cfg.out_dir, W_OK) != 0) sd_fail("output directory '%s' is not writable", tr->cfg.out_dir);
+        if (mkdir(tr->run_dir, 0777) != 0) sd_fail("cannot create run directory '%s': %s", tr->run_dir, strerror(errno));
+        snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
+        if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
+        truncate_metrics(metrics_path, -1);
+        if (tr->cfg.trace_every > 0) {
+            tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, 0, 0, err,
+                                     sizeof err);
+            if (!tr->tracer) sd_fail("%s", err);
+        }
+        fprintf(stderr, "training %s: %s %s, %ld parameters, %ld training and %ld validation examples\n",
+                tr->run_dir, tr->cfg.task, tr->cfg.arch, tr->ps->total_size, tr->task->n_train, tr->task->n_val);
+    }
+    tr->metrics = sd_fopen(metrics_path, "a");
+    tr->start = now_seconds();
+
+    if (tr->step == 0) {
+        take_snapshot(tr);
+        write_checkpoint(tr);
+    }
+
+    double last_val_acc = NAN, last_train_acc = NAN, last_loss = NAN;
+    double rate_t0 = now_seconds(), last_draw = 0.0;
+    long rate_s0 = tr->step;
+    while (tr->step < tr->cfg.steps) {
+        double lr = tr->cfg.lr * schedule_factor(&tr->sched, tr->step);
+        train_step(tr, lr);
+        int at_end = tr->step == tr->cfg.steps;
+        if (tr->step % tr->cfg.eval_every == 0 || at_end)
+            evaluate_and_log(tr, lr, &last_val_acc, &last_train_acc, &last_loss);
+        if (tr->cfg.trace_every > 0 && (tr->step % tr->cfg.trace_every == 0 || at_end)) take_snapshot(tr);
+        if (tr->step % tr->cfg.checkpoint_every == 0 || at_end) write_checkpoint(tr);
+        double t = now_seconds();
+        double rate = (double)(tr->step - rate_s0) / (t - rate_t0 + 1e-9);
+        if (at_end || (tr->tty ? t - last_draw > 0.25 : tr->step % tr->cfg.log_every == 0)) {
+            progress(tr, last_loss, last_train_acc, last_val_acc, rate, at_end);
+            last_draw = t;
+        }
+    }
+    fclose(tr->metrics);
+    tracer_close(tr->tracer);
+    fprintf(stderr, "finished %s: %ld steps in %.1f s", tr->run_dir, tr->step, wall_now(tr));
+    if (tr->train_full_step >= 0) fprintf(stderr, "; train_acc 1.0 first at step %ld", tr->train_full_step);
+    if (tr->val_95_step >= 0) fprintf(stderr, "; val_acc >= 0.95 first at step %ld", tr->val_95_step);
+    fputc('\n', stderr);
+    task_free(tr->task);
+    params_free(tr->ps);
+    free(tr->ps);
+    graph_free(&tr->graph);
+    free(tr->batch_idx);
+    free(tr->epoch_perm);
+    return 0;
+}

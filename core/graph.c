@@ -1,0 +1,95 @@
+/* Tape and backward dispatch; see graph.h. */
+#include "graph.h"
+
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+typedef struct {
+    const char *name;
+    BackwardFn backward;
+} OpInfo;
+
+static const OpInfo op_table[] = {
+    [OP_LINEAR] = {"linear", linear_backward},
+    [OP_MATMUL] = {"matmul", matmul_backward},
+    [OP_ADD] = {"add", add_backward},
+    [OP_ADD_BIAS] = {"add_bias", add_bias_backward},
+    [OP_MUL] = {"mul", mul_backward},
+    [OP_SCALE] = {"scale", scale_backward},
+    [OP_RELU] = {"relu", relu_backward},
+    [OP_GELU] = {"gelu", gelu_backward},
+    [OP_EMBEDDING] = {"embedding", embedding_backward},
+    [OP_ADD_POSITION] = {"add_position", add_position_backward},
+    [OP_TAKE_LAST] = {"take_last", take_last_backward},
+    [OP_ATTENTION] = {"attention", attention_backward},
+    [OP_LAYERNORM] = {"layernorm", layernorm_backward},
+    [OP_CROSS_ENTROPY] = {"cross_entropy", cross_entropy_backward},
+    [OP_MSE] = {"mse", mse_backward},
+};
+static_assert(sizeof op_table / sizeof op_table[0] == OP_COUNT, "op_table must list every OpKind");
+
+const char *op_name(OpKind op) {
+    CHECK(op >= 0 && op < OP_COUNT, "op kind %d", (int)op);
+    return op_table[op].name;
+}
+
+void graph_init(Graph *g) {
+    memset(g, 0, sizeof *g);
+    arena_init(&g->arena, (size_t)64 << 20);
+    g->recording = 1;
+}
+
+void graph_reset(Graph *g) {
+    arena_reset(&g->arena);
+    g->n = 0;
+}
+
+void graph_free(Graph *g) {
+    arena_free(&g->arena);
+    free(g->tape);
+    memset(g, 0, sizeof *g);
+}
+
+TapeEntry *graph_record(Graph *g, OpKind op, Tensor *out) {
+    if (g->n == g->cap) {
+        g->cap = g->cap ? 2 * g->cap : 256;
+        g->tape = sd_realloc(g->tape, (size_t)g->cap * sizeof *g->tape);
+    }
+    TapeEntry *e = &g->tape[g->n++];
+    memset(e, 0, sizeof *e);
+    e->op = op;
+    e->out = out;
+    return e;
+}
+
+int graph_needs_grad(const Graph *g, const Tensor *a, const Tensor *b, const Tensor *c) {
+    if (!g->recording) return 0;
+    return (a && a->grad) || (b && b->grad) || (c && c->grad);
+}
+
+void graph_backward(Graph *g, Tensor *loss) {
+    CHECK(loss->size == 1, "backward needs a one-element loss, got %ld elements", loss->size);
+    CHECK(loss->grad != NULL, "loss has no gradient: was the graph recording?");
+    loss->grad[0] = 1.0f;
+    for (int i = g->n - 1; i >= 0; i--) {
+        TapeEntry *e = &g->tape[i];
+        if (!e->out->grad) continue;
+        op_table[e->op].backward(e);
+    }
+}
+
+Tensor *op_output(Graph *g, int ndim, const int *shape, int needs_grad) {
+    return tensor_new(&g->arena, ndim, shape, needs_grad);
+}
+
+void shape_check_failed(const char *file, int line, const char *op, const char *cond,
+                        const Tensor *a, const Tensor *b, const Tensor *c) {
+    char sa[64] = "-", sb[64] = "-", sc[64] = "-";
+    if (a) tensor_shape_str(a, sa, sizeof sa);
+    if (b) tensor_shape_str(b, sb, sizeof sb);
+    if (c) tensor_shape_str(c, sc, sizeof sc);
+    sd_check_failed(file, line, cond, "op %s: shapes %s %s %s", op, sa, sb, sc);
+}

@@ -1,0 +1,71 @@
+/* Reverse-mode automatic differentiation on a tape.
+ *
+ * Each op appends one TapeEntry (its kind, inputs, output and whatever its
+ * backward needs) while g->recording is set; graph_backward() walks the tape
+ * in reverse and calls each op's backward, which only accumulates into input
+ * gradients (zeroing parameter gradients is the explicit params_zero_grad()).
+ * With recording off (evaluation) ops allocate no gradients and tape nothing.
+ * All op outputs live in the graph's arena until graph_reset(). */
+#ifndef SD_GRAPH_H
+#define SD_GRAPH_H
+
+#include "tensor.h"
+
+typedef enum {
+    OP_LINEAR,
+    OP_MATMUL,
+    OP_ADD,
+    OP_ADD_BIAS,
+    OP_MUL,
+    OP_SCALE,
+    OP_RELU,
+    OP_GELU,
+    OP_EMBEDDING,
+    OP_ADD_POSITION,
+    OP_TAKE_LAST,
+    OP_ATTENTION,
+    OP_LAYERNORM,
+    OP_CROSS_ENTROPY,
+    OP_MSE,
+    OP_COUNT
+} OpKind;
+
+/* Name of an op kind, for messages. */
+const char *op_name(OpKind op);
+
+#define TAPE_MAX_INPUTS 4
+
+typedef struct {
+    OpKind op;
+    Tensor *out;
+    Tensor *in[TAPE_MAX_INPUTS];  /* unused slots are NULL */
+    int iarg[4];                  /* op-specific integers (heads, causal flag, ...) */
+    float farg[2];                /* op-specific scalars (scale, eps) */
+    void *saved;                  /* op-specific arena buffer (indices, statistics, probabilities) */
+    void *saved2;
+} TapeEntry;
+
+typedef struct {
+    Arena arena;
+    TapeEntry *tape;
+    int n, cap;
+    int recording;                /* 1: ops allocate gradients and record themselves */
+} Graph;
+
+void graph_init(Graph *g);
+/* Forget the tape and release every arena tensor (keeps the memory). */
+void graph_reset(Graph *g);
+void graph_free(Graph *g);
+
+/* Append an entry for op with output out; returns it so the op can fill
+ * inputs and saved state. Only called when g->recording is set. */
+TapeEntry *graph_record(Graph *g, OpKind op, Tensor *out);
+
+/* True when an op's output needs a gradient: recording is on and some input has one. */
+int graph_needs_grad(const Graph *g, const Tensor *a, const Tensor *b, const Tensor *c);
+
+/* Seed d(loss)/d(loss) = 1 for a one-element loss and run every recorded
+ * backward in reverse order. */
+void graph_backward(Graph *g, Tensor *loss);
+
+#endif

@@ -1,0 +1,269 @@
+/* Dense ops: linear, matmul, elementwise arithmetic and activations.
+ * Matrix products go through cblas_sgemm (row-major). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+#include "ops_internal.h"
+
+/* ---- linear: y[R, out] = x[R, in] Wᵀ + b -------------------------------- */
+
+Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
+    int in = tensor_cols(x);
+    SHAPE_CHECK(w->ndim == 2 && w->shape[1] == in, "linear", x, w, b);
+    SHAPE_CHECK(!b || (b->size == w->shape[0]), "linear", x, w, b);
+    int out_dim = w->shape[0];
+    long rows = tensor_rows(x);
+    int shape[TENSOR_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = out_dim;
+    int needs = graph_needs_grad(g, x, w, b);
+    Tensor *y = op_output(g, x->ndim, shape, needs);
+    float beta = 0.0f;
+    if (b) {
+        for (long r = 0; r < rows; r++) memcpy(y->data + r * out_dim, b->data, (size_t)out_dim * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out_dim, in, 1.0f, x->data, in,
+                w->data, in, beta, y->data, out_dim);
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_LINEAR, y);
+        e->in[0] = x;
+        e->in[1] = w;
+        e->in[2] = b;
+    }
+    return y;
+}
+
+/* Differentiates y = x Wᵀ + b: dx += dy W, dW += dyᵀ x, db += Σ_rows dy. */
+void linear_backward(TapeEntry *e) {
+    Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
+    int in = tensor_cols(x), out_dim = w->shape[0];
+    int rows = (int)tensor_rows(x);
+    if (x->grad)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out_dim, 1.0f, y->grad, out_dim,
+                    w->data, in, 1.0f, x->grad, in);
+    if (w->grad)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in, rows, 1.0f, y->grad, out_dim,
+                    x->data, in, 1.0f, w->grad, in);
+    if (b && b->grad) {
+        /* Parallel over columns, rows summed in order: deterministic for any thread count. */
+#pragma omp parallel for schedule(static) if ((long)rows * out_dim > PARALLEL_MIN)
+        for (int c = 0; c < out_dim; c++) {
+            float s = 0.0f;
+            for (int r = 0; r < rows; r++) s += y->grad[(long)r * out_dim + c];
+            b->grad[c] += s;
+        }
+    }
+}
+
+/* ---- matmul: y[M, N] = a[M, K] b[K, N] ---------------------------------- */
+
+Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b) {
+    SHAPE_CHECK(a->ndim == 2 && b->ndim == 2 && a->shape[1] == b->shape[0], "matmul", a, b, NULL);
+    int m = a->shape[0], k = a->shape[1], n = b->shape[1];
+    int needs = graph_needs_grad(g, a, b, NULL);
+    Tensor *y = op_output(g, 2, (int[]){m, n}, needs);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a->data, k, b->data, n, 0.0f,
+                y->data, n);
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_MATMUL, y);
+        e->in[0] = a;
+        e->in[1] = b;
+    }
+    return y;
+}
+
+/* Differentiates y = a b: da += dy bᵀ, db += aᵀ dy. */
+void matmul_backward(TapeEntry *e) {
+    Tensor *a = e->in[0], *b = e->in[1], *y = e->out;
+    int m = a->shape[0], k = a->shape[1], n = b->shape[1];
+    if (a->grad)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, y->grad, n, b->data, n, 1.0f,
+                    a->grad, k);
+    if (b->grad)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, a->data, k, y->grad, n, 1.0f,
+                    b->grad, n);
+}
+
+/* ---- add: y = a + b ----------------------------------------------------- */
+
+static int same_shape(const Tensor *a, const Tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+Tensor *op_add(Graph *g, Tensor *a, Tensor *b) {
+    SHAPE_CHECK(same_shape(a, b), "add", a, b, NULL);
+    int needs = graph_needs_grad(g, a, b, NULL);
+    Tensor *y = op_output(g, a->ndim, a->shape, needs);
+    long n = a->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y->data[i] = a->data[i] + b->data[i];
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_ADD, y);
+        e->in[0] = a;
+        e->in[1] = b;
+    }
+    return y;
+}
+
+/* Differentiates y = a + b: da += dy, db += dy. */
+void add_backward(TapeEntry *e) {
+    long n = e->out->size;
+    const float *dy = e->out->grad;
+    for (int k = 0; k < 2; k++) {
+        float *dx = e->in[k]->grad;
+        if (!dx) continue;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+        for (long i = 0; i < n; i++) dx[i] += dy[i];
+    }
+}
+
+/* ---- add_bias: y[R, C] = x[R, C] + b[C] --------------------------------- */
+
+Tensor *op_add_bias(Graph *g, Tensor *x, Tensor *b) {
+    int c = tensor_cols(x);
+    SHAPE_CHECK(b->ndim == 1 && b->shape[0] == c, "add_bias", x, b, NULL);
+    long rows = tensor_rows(x);
+    int needs = graph_needs_grad(g, x, b, NULL);
+    Tensor *y = op_output(g, x->ndim, x->shape, needs);
+#pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
+    for (long r = 0; r < rows; r++)
+        for (int j = 0; j < c; j++) y->data[r * c + j] = x->data[r * c + j] + b->data[j];
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_ADD_BIAS, y);
+        e->in[0] = x;
+        e->in[1] = b;
+    }
+    return y;
+}
+
+/* Differentiates y = x + b (b broadcast over rows): dx += dy, db += Σ_rows dy. */
+void add_bias_backward(TapeEntry *e) {
+    Tensor *x = e->in[0], *b = e->in[1], *y = e->out;
+    int c = tensor_cols(x);
+    long rows = tensor_rows(x);
+    if (x->grad) {
+#pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
+        for (long i = 0; i < x->size; i++) x->grad[i] += y->grad[i];
+    }
+    if (b->grad) {
+#pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
+        for (int j = 0; j < c; j++) {
+            float s = 0.0f;
+            for (long r = 0; r < rows; r++) s += y->grad[r * c + j];
+            b->grad[j] += s;
+        }
+    }
+}
+
+/* ---- mul: y = a ⊙ b ----------------------------------------------------- */
+
+Tensor *op_mul(Graph *g, Tensor *a, Tensor *b) {
+    SHAPE_CHECK(same_shape(a, b), "mul", a, b, NULL);
+    int needs = graph_needs_grad(g, a, b, NULL);
+    Tensor *y = op_output(g, a->ndim, a->shape, needs);
+    long n = a->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y->data[i] = a->data[i] * b->data[i];
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_MUL, y);
+        e->in[0] = a;
+        e->in[1] = b;
+    }
+    return y;
+}
+
+/* Differentiates y = a ⊙ b: da += dy ⊙ b, db += dy ⊙ a. */
+void mul_backward(TapeEntry *e) {
+    Tensor *a = e->in[0], *b = e->in[1];
+    const float *dy = e->out->grad;
+    long n = e->out->size;
+    if (a->grad) {
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+        for (long i = 0; i < n; i++) a->grad[i] += dy[i] * b->data[i];
+    }
+    if (b->grad) {
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+        for (long i = 0; i < n; i++) b->grad[i] += dy[i] * a->data[i];
+    }
+}
+
+/* ---- scale: y = s x ----------------------------------------------------- */
+
+Tensor *op_scale(Graph *g, Tensor *x, float s) {
+    int needs = graph_needs_grad(g, x, NULL, NULL);
+    Tensor *y = op_output(g, x->ndim, x->shape, needs);
+    long n = x->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y->data[i] = s * x->data[i];
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_SCALE, y);
+        e->in[0] = x;
+        e->farg[0] = s;
+    }
+    return y;
+}
+
+/* Differentiates y = s x: dx += s dy. */
+void scale_backward(TapeEntry *e) {
+    Tensor *x = e->in[0];
+    float s = e->farg[0];
+    long n = x->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++) x->grad[i] += s * e->out->grad[i];
+}
+
+/* ---- relu: y = max(x, 0) ------------------------------------------------ */
+
+Tensor *op_relu(Graph *g, Tensor *x) {
+    int needs = graph_needs_grad(g, x, NULL, NULL);
+    Tensor *y = op_output(g, x->ndim, x->shape, needs);
+    long n = x->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    if (needs) graph_record(g, OP_RELU, y)->in[0] = x;
+    return y;
+}
+
+/* Differentiates y = max(x, 0): dx += dy where x > 0 (PyTorch takes 0 at x = 0). */
+void relu_backward(TapeEntry *e) {
+    Tensor *x = e->in[0];
+    long n = x->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+    for (long i = 0; i < n; i++)
+        if (x->data[i] > 0.0f) x->grad[i] += e->out->grad[i];
+}
+
+/* ---- gelu: y = x Φ(x) --------------------------------------------------- */
+
+Tensor *op_gelu(Graph *g, Tensor *x) {
+    int needs = graph_needs_grad(g, x, NULL, NULL);
+    Tensor *y = op_output(g, x->ndim, x->shape, needs);
+    long n = x->size;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN / 8)
+    for (long i = 0; i < n; i++) {
+        float v = x->data[i];
+        y->data[i] = 0.5f * v * (1.0f + erff(v * (float)M_SQRT1_2));
+    }
+    if (needs) graph_record(g, OP_GELU, y)->in[0] = x;
+    return y;
+}
+
+/* Differentiates y = x Φ(x): dx += dy (Φ(x) + x φ(x)), φ the standard normal density. */
+void gelu_backward(TapeEntry *e) {
+    Tensor *x = e->in[0];
+    long n = x->size;
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN / 8)
+    for (long i = 0; i < n; i++) {
+        float v = x->data[i];
+        float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * v * v);
+        x->grad[i] += e->out->grad[i] * (cdf + v * pdf);
+    }
+}

@@ -1,0 +1,45 @@
+/* Shared between the op files and the tape: backward functions and the
+ * shape check used when an op is recorded. Not part of the public API. */
+#ifndef SD_OPS_INTERNAL_H
+#define SD_OPS_INTERNAL_H
+
+#include <assert.h>
+
+#include "error.h"
+#include "graph.h"
+
+typedef void (*BackwardFn)(TapeEntry *e);
+
+void linear_backward(TapeEntry *e);
+void matmul_backward(TapeEntry *e);
+void add_backward(TapeEntry *e);
+void add_bias_backward(TapeEntry *e);
+void mul_backward(TapeEntry *e);
+void scale_backward(TapeEntry *e);
+void relu_backward(TapeEntry *e);
+void gelu_backward(TapeEntry *e);
+void embedding_backward(TapeEntry *e);
+void add_position_backward(TapeEntry *e);
+void take_last_backward(TapeEntry *e);
+void attention_backward(TapeEntry *e);
+void layernorm_backward(TapeEntry *e);
+void cross_entropy_backward(TapeEntry *e);
+void mse_backward(TapeEntry *e);
+
+/* Abort with the op name, the failed condition and the shapes of up to three tensors. */
+void shape_check_failed(const char *file, int line, const char *op, const char *cond,
+                        const Tensor *a, const Tensor *b, const Tensor *c) __attribute__((noreturn));
+
+#define SHAPE_CHECK(cond, op, a, b, c)                                        \
+    do {                                                                      \
+        if (!(cond)) shape_check_failed(__FILE__, __LINE__, op, #cond, a, b, c); \
+    } while (0)
+
+/* Elementwise loops use OpenMP only above this many elements: below it the
+ * fork/join cost exceeds the work. */
+#define PARALLEL_MIN 32768
+
+/* Allocate an op output: with a zeroed gradient when needs_grad. */
+Tensor *op_output(Graph *g, int ndim, const int *shape, int needs_grad);
+
+#endif

@@ -1,0 +1,44 @@
+/* Multilayer perceptron; see mlp.h. */
+#include "mlp.h"
+
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "init.h"
+#include "ops.h"
+
+void mlp_init(Mlp *m, int in, int hidden, int depth, int out, ParamStore *ps, Rng *g) {
+    memset(m, 0, sizeof *m);
+    m->in = in;
+    m->hidden = hidden;
+    m->depth = depth;
+    m->out = out;
+    m->w = sd_calloc((size_t)depth + 1, sizeof *m->w);
+    m->b = sd_calloc((size_t)depth + 1, sizeof *m->b);
+    for (int i = 0; i <= depth; i++) {
+        int fan_in = i == 0 ? in : hidden;
+        int fan_out = i == depth ? out : hidden;
+        char name[PARAM_NAME_MAX];
+        snprintf(name, sizeof name, "layers.%d.weight", i);
+        m->w[i] = params_add(ps, name, i == depth ? ROLE_OUTPUT : ROLE_WEIGHT, 2, (int[]){fan_out, fan_in});
+        snprintf(name, sizeof name, "layers.%d.bias", i);
+        m->b[i] = params_add(ps, name, ROLE_BIAS, 1, (int[]){fan_out});
+        init_linear_default(m->w[i], m->b[i], g);
+    }
+}
+
+void mlp_free(Mlp *m) {
+    free(m->w);
+    free(m->b);
+    memset(m, 0, sizeof *m);
+}
+
+Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x) {
+    for (int i = 0; i <= m->depth; i++) {
+        x = op_linear(g, x, m->w[i], m->b[i]);
+        if (i < m->depth) x = op_relu(g, x);
+    }
+    return x;
+}

@@ -1,0 +1,62 @@
+/* Test runner: runs every suite (or those whose test names contain argv[1]),
+ * prints a line per test and a final "N passed, N failed". */
+#include "test.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "suites.h"
+
+static int current_failures;
+static char tmpdir[256];
+
+void test_fail(const char *file, int line, const char *expr, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "    %s:%d: check '%s' failed: ", file, line, expr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    current_failures++;
+}
+
+const char *test_tmpdir(void) { return tmpdir; }
+
+int test_close(double a, double b, double rtol, double atol) {
+    if (isnan(a) || isnan(b)) return 0;
+    return fabs(a - b) <= atol + rtol * fabs(b);
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/specdyn-test-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    int passed = 0, failed = 0;
+    for (const TestCase *const *suite = all_suites; *suite; suite++) {
+        for (const TestCase *t = *suite; t->name; t++) {
+            if (filter && !strstr(t->name, filter)) continue;
+            current_failures = 0;
+            t->fn();
+            if (current_failures) {
+                printf("FAIL  %s\n", t->name);
+                failed++;
+            } else {
+                printf("ok    %s\n", t->name);
+                passed++;
+            }
+            fflush(stdout);
+        }
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (failed == 0 && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

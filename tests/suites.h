@@ -1,0 +1,24 @@
+/* The list of test suites the runner executes, in order. Building with
+ * -DTEST_SUITE_ONLY=name_tests runs a single suite (used while developing one
+ * module without linking the rest). */
+#ifndef SD_SUITES_H
+#define SD_SUITES_H
+
+#include "test.h"
+
+#ifdef TEST_SUITE_ONLY
+extern const TestCase TEST_SUITE_ONLY[];
+static const TestCase *const all_suites[] = {TEST_SUITE_ONLY, NULL};
+#else
+extern const TestCase npy_tests[];
+extern const TestCase safetensors_tests[];
+extern const TestCase config_tests[];
+static const TestCase *const all_suites[] = {
+    npy_tests,
+    safetensors_tests,
+    config_tests,
+    NULL,
+};
+#endif
+
+#endif
