@@ -2,7 +2,7 @@
 # Both first install missing Debian packages (apt-get, as root or via sudo).
 
 CC      ?= gcc
-CFLAGS  ?= -O2 -g -march=x86-64-v2
+CFLAGS  ?= -O3 -g -march=native
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wdouble-promotion
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) $(CFLAGS) \
               -Icore -Imodels -Itasks -Itrace -Icli -Itests -I/usr/include/openblas

@@ -427,6 +427,7 @@ int main(int argc, char **argv) {
     }
     fclose(tr->metrics);
     tracer_close(tr->tracer);
+    graph_profile_report(stderr);
     fprintf(stderr, "finished %s: %ld steps in %.1f s", tr->run_dir, tr->step, wall_now(tr));
     if (tr->train_full_step >= 0) fprintf(stderr, "; train_acc 1.0 first at step %ld", tr->train_full_step);
     if (tr->val_95_step >= 0) fprintf(stderr, "; val_acc >= 0.95 first at step %ld", tr->val_95_step);

@@ -2,6 +2,7 @@
 #include "graph.h"
 
 #include <stdlib.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -53,7 +54,38 @@ void graph_free(Graph *g) {
     memset(g, 0, sizeof *g);
 }
 
+/* Per-op wall time, collected when SPECDYN_PROFILE is set in the environment.
+ * An op's forward time is measured from the previous tape record to its own
+ * record, so it includes any untaped work in between. */
+static int profile_enabled = -1;
+static double profile_forward[OP_COUNT], profile_backward[OP_COUNT];
+static long profile_calls[OP_COUNT];
+static double profile_last;
+
+static int profiling(void) {
+    if (profile_enabled < 0) profile_enabled = getenv("SPECDYN_PROFILE") != NULL;
+    return profile_enabled;
+}
+
+void graph_profile_report(FILE *out) {
+    if (!profiling()) return;
+    double total = 0.0;
+    for (int i = 0; i < OP_COUNT; i++) total += profile_forward[i] + profile_backward[i];
+    fprintf(out, "%-16s %8s %10s %10s %6s\n", "op", "calls", "fwd_s", "bwd_s", "share");
+    for (int i = 0; i < OP_COUNT; i++) {
+        if (!profile_calls[i]) continue;
+        fprintf(out, "%-16s %8ld %10.3f %10.3f %5.1f%%\n", op_table[i].name, profile_calls[i], profile_forward[i],
+                profile_backward[i], 100.0 * (profile_forward[i] + profile_backward[i]) / (total > 0 ? total : 1));
+    }
+}
+
 TapeEntry *graph_record(Graph *g, OpKind op, Tensor *out) {
+    if (profiling()) {
+        double now = omp_get_wtime();
+        if (g->n > 0) profile_forward[op] += now - profile_last;
+        profile_calls[op]++;
+        profile_last = now;
+    }
     if (g->n == g->cap) {
         g->cap = g->cap ? 2 * g->cap : 256;
         g->tape = sd_realloc(g->tape, (size_t)g->cap * sizeof *g->tape);
@@ -77,7 +109,9 @@ void graph_backward(Graph *g, Tensor *loss) {
     for (int i = g->n - 1; i >= 0; i--) {
         TapeEntry *e = &g->tape[i];
         if (!e->out->grad) continue;
+        double t0 = profiling() ? omp_get_wtime() : 0.0;
         op_table[e->op].backward(e);
+        if (profiling()) profile_backward[e->op] += omp_get_wtime() - t0;
     }
 }
 

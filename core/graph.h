@@ -9,6 +9,8 @@
 #ifndef SD_GRAPH_H
 #define SD_GRAPH_H
 
+#include <stdio.h>
+
 #include "tensor.h"
 
 typedef enum {
@@ -67,5 +69,9 @@ int graph_needs_grad(const Graph *g, const Tensor *a, const Tensor *b, const Ten
 /* Seed d(loss)/d(loss) = 1 for a one-element loss and run every recorded
  * backward in reverse order. */
 void graph_backward(Graph *g, Tensor *loss);
+
+/* Print per-op forward and backward seconds when the environment variable
+ * SPECDYN_PROFILE is set; otherwise print nothing. */
+void graph_profile_report(FILE *out);
 
 #endif

@@ -2,10 +2,33 @@
  * Matrix products go through cblas_sgemm (row-major). */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "ops.h"
 #include "ops_internal.h"
+
+/* out[c] += Σ_r a[r, c] for a [rows, cols]. Each thread owns a contiguous
+ * block of columns and walks the rows in order, so reads stay sequential and
+ * the result does not depend on the thread count. */
+static void column_sums_add(const float *a, long rows, int cols, float *out) {
+    int threads = (long)rows * cols > PARALLEL_MIN ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int c0 = (int)((long)cols * t / nt), c1 = (int)((long)cols * (t + 1) / nt);
+        int width = c1 - c0;
+        if (width > 0) {
+            float acc[width];
+            memset(acc, 0, (size_t)width * sizeof(float));
+            for (long r = 0; r < rows; r++) {
+                const float *row = a + r * cols + c0;
+                for (int j = 0; j < width; j++) acc[j] += row[j];
+            }
+            for (int j = 0; j < width; j++) out[c0 + j] += acc[j];
+        }
+    }
+}
 
 /* ---- linear: y[R, out] = x[R, in] Wᵀ + b -------------------------------- */
 
@@ -47,15 +70,7 @@ void linear_backward(TapeEntry *e) {
     if (w->grad)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in, rows, 1.0f, y->grad, out_dim,
                     x->data, in, 1.0f, w->grad, in);
-    if (b && b->grad) {
-        /* Parallel over columns, rows summed in order: deterministic for any thread count. */
-#pragma omp parallel for schedule(static) if ((long)rows * out_dim > PARALLEL_MIN)
-        for (int c = 0; c < out_dim; c++) {
-            float s = 0.0f;
-            for (int r = 0; r < rows; r++) s += y->grad[(long)r * out_dim + c];
-            b->grad[c] += s;
-        }
-    }
+    if (b && b->grad) column_sums_add(y->grad, rows, out_dim, b->grad);
 }
 
 /* ---- matmul: y[M, N] = a[M, K] b[K, N] ---------------------------------- */
@@ -151,14 +166,7 @@ void add_bias_backward(TapeEntry *e) {
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
         for (long i = 0; i < x->size; i++) x->grad[i] += y->grad[i];
     }
-    if (b->grad) {
-#pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
-        for (int j = 0; j < c; j++) {
-            float s = 0.0f;
-            for (long r = 0; r < rows; r++) s += y->grad[r * c + j];
-            b->grad[j] += s;
-        }
-    }
+    if (b->grad) column_sums_add(y->grad, rows, c, b->grad);
 }
 
 /* ---- mul: y = a ⊙ b ----------------------------------------------------- */
@@ -235,8 +243,7 @@ void relu_backward(TapeEntry *e) {
     Tensor *x = e->in[0];
     long n = x->size;
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++)
-        if (x->data[i] > 0.0f) x->grad[i] += e->out->grad[i];
+    for (long i = 0; i < n; i++) x->grad[i] += x->data[i] > 0.0f ? e->out->grad[i] : 0.0f;
 }
 
 /* ---- gelu: y = x Φ(x) --------------------------------------------------- */

@@ -1,6 +1,7 @@
 /* Sequence ops: embedding, positions, position selection, multi-head
  * attention and layer normalisation. Layout [B, T, D], row-major. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "ops.h"
@@ -34,8 +35,8 @@ Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int batch, int seq
 }
 
 /* Differentiates y[i] = scale · table[ids[i]]: table.grad[ids[i]] += scale dy[i].
- * Threads own disjoint column ranges, so the scatter needs no atomics and the
- * sum order is fixed. */
+ * Each thread owns a contiguous block of columns and walks the rows in
+ * order, so the scatter needs no atomics and the sum order is fixed. */
 void embedding_backward(TapeEntry *e) {
     Tensor *table = e->in[0];
     const int *ids = e->saved;
@@ -43,9 +44,17 @@ void embedding_backward(TapeEntry *e) {
     int d = table->shape[1];
     float scale = e->farg[0];
     const float *dy = e->out->grad;
-#pragma omp parallel for schedule(static) if (n * d > PARALLEL_MIN)
-    for (int j = 0; j < d; j++)
-        for (long i = 0; i < n; i++) table->grad[(long)ids[i] * d + j] += scale * dy[i * d + j];
+    int threads = n * d > PARALLEL_MIN ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int c0 = (int)((long)d * t / nt), c1 = (int)((long)d * (t + 1) / nt);
+        for (long i = 0; i < n; i++) {
+            float *dst = table->grad + (long)ids[i] * d;
+            const float *src = dy + i * d;
+            for (int j = c0; j < c1; j++) dst[j] += scale * src[j];
+        }
+    }
 }
 
 /* ---- add_position: y[b, t] = x[b, t] + pos[t] --------------------------- */

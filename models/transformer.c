@@ -101,11 +101,37 @@ static Tensor *mlp_residual(const Transformer *m, const TransformerBlock *b, Gra
     return op_add(g, x, op_linear(g, h, b->w2, b->b2));
 }
 
+/* Index of (token, position) in the [V, Tmax]-shaped token table, per input. */
+static int *table_indices(Graph *g, const int *tokens, int batch, int seq, int first, int count, int max_seq) {
+    int *idx = arena_alloc(&g->arena, (size_t)batch * count * sizeof(int));
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < count; t++) idx[b * count + t] = tokens[b * seq + first + t] * max_seq + first + t;
+    return idx;
+}
+
 Tensor *transformer_forward_last(Transformer *m, Graph *g, const int *tokens, int batch, int seq) {
     const TransformerConfig *c = &m->cfg;
     CHECK(seq >= 1 && seq <= c->max_seq, "sequence length %d outside [1, %d]", seq, c->max_seq);
-    Tensor *x = op_embedding(g, m->embed, tokens, batch, seq, sqrtf((float)c->d_model));
-    x = op_add_position(g, x, m->pos);
+    int d = c->d_model;
+    float emb_scale = sqrtf((float)d);
+    /* Before the first attention every position is a function of its
+     * (token, position) pair alone. When there are fewer such pairs than
+     * inputs (small vocabularies and large batches, as in modular arithmetic)
+     * the first block's norm and Q, K, V projections are computed once per
+     * pair and gathered, which is the same arithmetic on fewer rows. */
+    int use_table = c->vocab * c->max_seq < batch * seq;
+    Tensor *x = NULL;
+    Tensor *table = NULL;
+    if (use_table) {
+        int *grid = arena_alloc(&g->arena, (size_t)c->vocab * c->max_seq * sizeof(int));
+        for (int v = 0; v < c->vocab; v++)
+            for (int t = 0; t < c->max_seq; t++) grid[v * c->max_seq + t] = v;
+        table = op_embedding(g, m->embed, grid, c->vocab, c->max_seq, emb_scale);
+        table = op_add_position(g, table, m->pos);
+    } else {
+        x = op_embedding(g, m->embed, tokens, batch, seq, emb_scale);
+        x = op_add_position(g, x, m->pos);
+    }
     for (int l = 0; l < c->n_layers; l++) {
         const TransformerBlock *b = &m->blocks[l];
         int last_block = l == c->n_layers - 1;
@@ -113,16 +139,29 @@ Tensor *transformer_forward_last(Transformer *m, Graph *g, const int *tokens, in
          * queries, attention output and MLP there alone; keys and values still
          * cover every position. */
         int tq = last_block ? 1 : seq;
-        Tensor *h = maybe_norm(g, x, b->ln1_w, b->ln1_b);
-        Tensor *hq = last_block ? op_take_last(g, h, 1) : h;
-        Tensor *q = op_linear(g, hq, b->wq, b->bq);
-        Tensor *k = op_linear(g, h, b->wk, b->bk);
-        Tensor *v = op_linear(g, h, b->wv, b->bv);
+        Tensor *q, *k, *v, *residual;
+        if (l == 0 && use_table) {
+            int rows = c->vocab * c->max_seq;
+            Tensor *flat = tensor_reshape(&g->arena, table, 2, (int[]){rows, d});
+            Tensor *h = maybe_norm(g, flat, b->ln1_w, b->ln1_b);
+            int *all = table_indices(g, tokens, batch, seq, 0, seq, c->max_seq);
+            int *queries = table_indices(g, tokens, batch, seq, seq - tq, tq, c->max_seq);
+            q = op_embedding(g, op_linear(g, h, b->wq, b->bq), queries, batch, tq, 1.0f);
+            k = op_embedding(g, op_linear(g, h, b->wk, b->bk), all, batch, seq, 1.0f);
+            v = op_embedding(g, op_linear(g, h, b->wv, b->bv), all, batch, seq, 1.0f);
+            residual = op_embedding(g, flat, queries, batch, tq, 1.0f);
+        } else {
+            Tensor *h = maybe_norm(g, x, b->ln1_w, b->ln1_b);
+            Tensor *hq = last_block ? op_take_last(g, h, 1) : h;
+            q = op_linear(g, hq, b->wq, b->bq);
+            k = op_linear(g, h, b->wk, b->bk);
+            v = op_linear(g, h, b->wv, b->bv);
+            residual = tq == seq ? x : op_take_last(g, x, tq);
+        }
         Tensor *a = op_attention(g, q, k, v, c->n_heads, 1);
-        Tensor *residual = tq == seq ? x : op_take_last(g, x, tq);
         x = op_add(g, residual, op_linear(g, a, b->wo, b->bo));
         x = mlp_residual(m, b, g, x);
     }
-    Tensor *last = tensor_reshape(&g->arena, x, 2, (int[]){batch, c->d_model});
+    Tensor *last = tensor_reshape(&g->arena, x, 2, (int[]){batch, d});
     return op_linear(g, last, m->unembed_w, m->unembed_b);
 }
