@@ -104,8 +104,13 @@ int graph_needs_grad(const Graph *g, const Tensor *a, const Tensor *b, const Ten
 
 void graph_backward(Graph *g, Tensor *loss) {
     CHECK(loss->size == 1, "backward needs a one-element loss, got %ld elements", loss->size);
-    CHECK(loss->grad != NULL, "loss has no gradient: was the graph recording?");
-    loss->grad[0] = 1.0f;
+    const float one = 1.0f;
+    graph_backward_seeded(g, loss, &one);
+}
+
+void graph_backward_seeded(Graph *g, Tensor *out, const float *seed) {
+    CHECK(out->grad != NULL, "output has no gradient: was the graph recording?");
+    memcpy(out->grad, seed, (size_t)out->size * sizeof(float));
     for (int i = g->n - 1; i >= 0; i--) {
         TapeEntry *e = &g->tape[i];
         if (!e->out->grad) continue;

@@ -70,6 +70,10 @@ int graph_needs_grad(const Graph *g, const Tensor *a, const Tensor *b, const Ten
  * backward in reverse order. */
 void graph_backward(Graph *g, Tensor *loss);
 
+/* Backward from any recorded output with d(objective)/d(out) = seed
+ * [out->size]; the objective is then Σ seed ⊙ out (used by gradient checks). */
+void graph_backward_seeded(Graph *g, Tensor *out, const float *seed);
+
 /* Print per-op forward and backward seconds when the environment variable
  * SPECDYN_PROFILE is set; otherwise print nothing. */
 void graph_profile_report(FILE *out);

@@ -13,10 +13,12 @@ static const TestCase *const all_suites[] = {TEST_SUITE_ONLY, NULL};
 extern const TestCase npy_tests[];
 extern const TestCase safetensors_tests[];
 extern const TestCase config_tests[];
+extern const TestCase grad_tests[];
 static const TestCase *const all_suites[] = {
     npy_tests,
     safetensors_tests,
     config_tests,
+    grad_tests,
     NULL,
 };
 #endif
