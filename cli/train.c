@@ -67,16 +67,19 @@ static void make_dirs(const char *path) {
 
 /* ---- metrics.csv ---------------------------------------------------------- */
 
-static const char *METRICS_HEADER = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds\n";
+static const char *METRICS_HEADER = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds";
+/* Appended when trace.prune > 0: the low-rank evaluation, filled on snapshot rows. */
+static const char *LOWRANK_HEADER = ",train_loss_top,train_acc_top,val_loss_top,val_acc_top,"
+                                    "train_loss_bottom,train_acc_bottom,val_loss_bottom,val_acc_bottom";
 
 /* Rewrite metrics.csv keeping the header and the rows with step <= keep_step
  * (rows after the checkpoint being resumed are recomputed). */
-static void truncate_metrics(const char *path, long keep_step) {
+static void truncate_metrics(const char *path, long keep_step, int lowrank) {
     FILE *in = fopen(path, "r");
     char tmp[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = sd_fopen(tmp, "w");
-    fputs(METRICS_HEADER, out);
+    fprintf(out, "%s%s\n", METRICS_HEADER, lowrank ? LOWRANK_HEADER : "");
     if (in) {
         char line[4096];
         int first = 1;
@@ -236,13 +239,33 @@ static void progress(Trainer *tr, double loss, double train_acc, double val_acc,
 }
 
 static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double *train_acc_out, double *loss_out) {
-    double val_loss, val_acc;
+    double val_loss, val_acc, train_loss, train_acc;
     evaluate(tr, SPLIT_VAL, &val_loss, &val_acc);
-    double train_loss = tr->loss_count ? tr->loss_sum / (double)tr->loss_count : (double)NAN;
-    double train_acc = tr->seen_sum ? (double)tr->correct_sum / (double)tr->seen_sum : (double)NAN;
+    if (tr->loss_count) {
+        /* Mean over the steps since the last row, measured before each update. */
+        train_loss = tr->loss_sum / (double)tr->loss_count;
+        train_acc = (double)tr->correct_sum / (double)tr->seen_sum;
+    } else {
+        evaluate(tr, SPLIT_TRAIN, &train_loss, &train_acc); /* step 0: no batches yet */
+    }
     double epoch = (double)(tr->step * tr->cfg.accumulate) * (double)batch_count(tr) / (double)tr->task->n_train;
-    fprintf(tr->metrics, "%ld,%.6g,%.9g,%.9g,%.6f,%.9g,%.6f,%.3f\n", tr->step, epoch, lr, train_loss, train_acc,
-            val_loss, val_acc, wall_now(tr));
+    fprintf(tr->metrics, "%ld,%.6g,%.9g,%.9g,%.6f,%.9g,%.6f,%.3f", tr->step, epoch, lr, train_loss, train_acc, val_loss,
+            val_acc, wall_now(tr));
+    if (tr->cfg.trace_prune > 0) {
+        if (tr->tracer && tracer_last_step(tr->tracer) == tr->step) {
+            for (int top = 1; top >= 0; top--) {
+                double values[4];
+                tracer_project(tr->tracer, tr->cfg.trace_prune, top);
+                evaluate(tr, SPLIT_TRAIN, &values[0], &values[1]);
+                evaluate(tr, SPLIT_VAL, &values[2], &values[3]);
+                tracer_restore(tr->tracer);
+                fprintf(tr->metrics, ",%.9g,%.6f,%.9g,%.6f", values[0], values[1], values[2], values[3]);
+            }
+        } else {
+            fputs(",,,,,,,,", tr->metrics);
+        }
+    }
+    fputc('\n', tr->metrics);
     fflush(tr->metrics);
     if (tr->train_full_step < 0 && train_acc >= 1.0) tr->train_full_step = tr->step;
     if (tr->val_95_step < 0 && val_acc >= 0.95) tr->val_95_step = tr->step;
@@ -375,13 +398,15 @@ int main(int argc, char **argv) {
         }
         snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
         if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
-        truncate_metrics(metrics_path, tr->step);
+        truncate_metrics(metrics_path, tr->step, tr->cfg.trace_prune > 0);
         snprintf(path, sizeof path, "%s/trace/steps.npy", tr->run_dir);
         int have_trace = path_exists(path);
         if (tr->cfg.trace_every > 0) {
             tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, have_trace,
                                      tr->step, err, sizeof err);
-            if (!tr->tracer) sd_fail("%s", err);
+            if (!tr->tracer ||
+                tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, have_trace, tr->step, err, sizeof err) != 0)
+                sd_fail("%s", err);
         }
         fprintf(stderr, "resuming %s at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);
     } else {
@@ -390,11 +415,12 @@ int main(int argc, char **argv) {
         if (mkdir(tr->run_dir, 0777) != 0) sd_fail("cannot create run directory '%s': %s", tr->run_dir, strerror(errno));
         snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
         if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
-        truncate_metrics(metrics_path, -1);
+        truncate_metrics(metrics_path, -1, tr->cfg.trace_prune > 0);
         if (tr->cfg.trace_every > 0) {
             tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, 0, 0, err,
                                      sizeof err);
-            if (!tr->tracer) sd_fail("%s", err);
+            if (!tr->tracer || tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, 0, 0, err, sizeof err) != 0)
+                sd_fail("%s", err);
         }
         fprintf(stderr, "training %s: %s %s, %ld parameters, %ld training and %ld validation examples\n",
                 tr->run_dir, tr->cfg.task, tr->cfg.arch, tr->ps->total_size, tr->task->n_train, tr->task->n_val);
@@ -402,21 +428,22 @@ int main(int argc, char **argv) {
     tr->metrics = sd_fopen(metrics_path, "a");
     tr->start = now_seconds();
 
+    double last_val_acc = NAN, last_train_acc = NAN, last_loss = NAN;
     if (tr->step == 0) {
         take_snapshot(tr);
+        evaluate_and_log(tr, tr->cfg.lr * schedule_factor(&tr->sched, 0), &last_val_acc, &last_train_acc, &last_loss);
         write_checkpoint(tr);
     }
 
-    double last_val_acc = NAN, last_train_acc = NAN, last_loss = NAN;
     double rate_t0 = now_seconds(), last_draw = 0.0;
     long rate_s0 = tr->step;
     while (tr->step < tr->cfg.steps) {
         double lr = tr->cfg.lr * schedule_factor(&tr->sched, tr->step);
         train_step(tr, lr);
         int at_end = tr->step == tr->cfg.steps;
+        if (tr->cfg.trace_every > 0 && (tr->step % tr->cfg.trace_every == 0 || at_end)) take_snapshot(tr);
         if (tr->step % tr->cfg.eval_every == 0 || at_end)
             evaluate_and_log(tr, lr, &last_val_acc, &last_train_acc, &last_loss);
-        if (tr->cfg.trace_every > 0 && (tr->step % tr->cfg.trace_every == 0 || at_end)) take_snapshot(tr);
         if (tr->step % tr->cfg.checkpoint_every == 0 || at_end) write_checkpoint(tr);
         double t = now_seconds();
         double rate = (double)(tr->step - rate_s0) / (t - rate_t0 + 1e-9);

@@ -88,6 +88,23 @@ typedef struct {
 /* Add a zero-initialised parameter with a zeroed gradient and return its
  * tensor. Names must be unique; exits on a duplicate or a full store. */
 Tensor *params_add(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape);
+/* Two consecutive layers whose singular vectors are compared: the output
+ * space of `from` against the input space of `to`. For a weight stored
+ * (out, in) the output space is spanned by its left singular vectors and the
+ * input space by its right ones; an embedding table stored (token, D) is
+ * the transpose of its linear map, so from_transposed picks its right
+ * vectors instead. With head >= 0 both matrices are cut to rows
+ * head·(m/heads) .. (head+1)·(m/heads) first (attention heads). */
+typedef struct {
+    char from[PARAM_NAME_MAX];
+    char to[PARAM_NAME_MAX];
+    int from_transposed;  /* output space of `from` = its right singular vectors */
+    int to_transposed;    /* input space of `to` = its left singular vectors */
+    int head, heads;      /* head < 0: whole matrices */
+} LayerPair;
+
+#define LAYER_PAIRS_MAX 256
+
 /* Find a parameter by name; NULL when absent. */
 Param *params_find(ParamStore *ps, const char *name);
 /* Set every parameter's gradient to zero. */

@@ -42,3 +42,14 @@ Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x) {
     }
     return x;
 }
+
+int mlp_pairs(const Mlp *m, LayerPair *out, int max) {
+    int n = 0;
+    for (int i = 0; i < m->depth && n < max; i++, n++) {
+        memset(&out[n], 0, sizeof out[n]);
+        snprintf(out[n].from, sizeof out[n].from, "layers.%d.weight", i);
+        snprintf(out[n].to, sizeof out[n].to, "layers.%d.weight", i + 1);
+        out[n].head = -1;
+    }
+    return n;
+}

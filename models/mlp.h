@@ -18,4 +18,7 @@ void mlp_free(Mlp *m);
 /* Outputs [B, out] for inputs x [B, in]. */
 Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x);
 
+/* Consecutive layer pairs layers.i → layers.i+1; returns the count (at most max). */
+int mlp_pairs(const Mlp *m, LayerPair *out, int max);
+
 #endif

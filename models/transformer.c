@@ -165,3 +165,46 @@ Tensor *transformer_forward_last(Transformer *m, Graph *g, const int *tokens, in
     Tensor *last = tensor_reshape(&g->arena, x, 2, (int[]){batch, d});
     return op_linear(g, last, m->unembed_w, m->unembed_b);
 }
+
+static void add_pair(LayerPair *out, int *n, int max, const char *from, const char *to, int from_t, int to_t,
+                     int head, int heads) {
+    CHECK(*n < max, "more than %d layer pairs", max);
+    LayerPair *p = &out[(*n)++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->from, sizeof p->from, "%s", from);
+    snprintf(p->to, sizeof p->to, "%s", to);
+    p->from_transposed = from_t;
+    p->to_transposed = to_t;
+    p->head = head;
+    p->heads = heads;
+}
+
+int transformer_pairs(const Transformer *m, LayerPair *out, int max) {
+    int n = 0;
+    char prev[PARAM_NAME_MAX] = "embed.weight";
+    int prev_t = 1; /* the embedding table is (token, D): its D side is its right vectors */
+    static const char *const qkv[3] = {"wq", "wk", "wv"};
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        char name[PARAM_NAME_MAX], other[PARAM_NAME_MAX];
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "blocks.%d.attn.%s.weight", l, qkv[i]);
+            add_pair(out, &n, max, prev, name, prev_t, 0, -1, 0);
+        }
+        /* Scores are q·k = x Wq_hᵀ Wk_h x': per head, Wk_h's output space
+         * meets Wq_hᵀ's input space, which is spanned by Wq_h's left vectors. */
+        snprintf(name, sizeof name, "blocks.%d.attn.wk.weight", l);
+        snprintf(other, sizeof other, "blocks.%d.attn.wq.weight", l);
+        for (int h = 0; h < m->cfg.n_heads; h++) add_pair(out, &n, max, name, other, 0, 1, h, m->cfg.n_heads);
+        snprintf(name, sizeof name, "blocks.%d.attn.wv.weight", l);
+        snprintf(other, sizeof other, "blocks.%d.attn.wo.weight", l);
+        add_pair(out, &n, max, name, other, 0, 0, -1, 0);
+        snprintf(name, sizeof name, "blocks.%d.mlp.w1.weight", l);
+        add_pair(out, &n, max, other, name, 0, 0, -1, 0);
+        snprintf(other, sizeof other, "blocks.%d.mlp.w2.weight", l);
+        add_pair(out, &n, max, name, other, 0, 0, -1, 0);
+        snprintf(prev, sizeof prev, "%s", other);
+        prev_t = 0;
+    }
+    add_pair(out, &n, max, prev, "unembed.weight", prev_t, 0, -1, 0);
+    return n;
+}

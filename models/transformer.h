@@ -51,4 +51,10 @@ void transformer_free(Transformer *m);
  * the full computation followed by selecting the last position. */
 Tensor *transformer_forward_last(Transformer *m, Graph *g, const int *tokens, int batch, int seq);
 
+/* Consecutive layer pairs in the order of the computation: embedding → Wq,
+ * Wk, Wv; Wk → Wq per head (the query/key product); Wv → Wo; Wo → W1;
+ * W1 → W2; W2 → the next block's Wq, Wk, Wv, or → unembedding after the
+ * last block. Returns the count written to out (at most max). */
+int transformer_pairs(const Transformer *m, LayerPair *out, int max);
+
 #endif

@@ -146,6 +146,8 @@ Task *task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen) {
     t->forward = modular_forward;
     t->free = modular_free;
     t->impl = m;
+    t->n_pairs = m->use_mlp ? mlp_pairs(&m->mlp, t->pairs, LAYER_PAIRS_MAX)
+                            : transformer_pairs(&m->tf, t->pairs, LAYER_PAIRS_MAX);
     return t;
 }
 

@@ -17,6 +17,9 @@ struct Task {
      * and add the number of correctly classified examples to *correct. */
     Tensor *(*forward)(Task *t, Graph *g, Split split, const long *idx, long n, long *correct);
     void (*free)(Task *t);
+    /* Consecutive layer pairs of the model, for alignment. */
+    LayerPair pairs[LAYER_PAIRS_MAX];
+    int n_pairs;
     void *impl;
 };
 

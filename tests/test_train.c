@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "npy.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "test.h"
 #include "trace.h"
@@ -120,8 +121,8 @@ static void trace_matches_checkpoint(void) {
     size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
     text[n] = '\0';
     if (f) fclose(f);
-    EXPECT(count_lines(text) == 13, "metrics.csv has %d lines, expected a header and 12 rows", count_lines(text));
-    const char *header = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds\n";
+    EXPECT(count_lines(text) == 14, "metrics.csv has %d lines, expected a header and 13 rows", count_lines(text));
+    const char *header = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds,train_loss_top,";
     EXPECT(strncmp(text, header, strlen(header)) == 0,
            "metrics.csv header: %.80s", text);
 }
@@ -305,7 +306,56 @@ static void nan_loss_stops_run(void) {
     st_free(ck);
 }
 
+/* ---- low-rank projection ---------------------------------------------------- */
+
+static void lowrank_projection_reconstructs(void) {
+    ParamStore *ps = calloc(1, sizeof *ps);
+    Tensor *w = params_add(ps, "layers.0.weight", ROLE_WEIGHT, 2, (int[]){6, 9});
+    Tensor *out = params_add(ps, "layers.1.weight", ROLE_OUTPUT, 2, (int[]){3, 6});
+    Rng rng;
+    rng_seed(&rng, 4, 4);
+    for (long i = 0; i < w->size; i++) w->data[i] = rng_uniform(&rng) - 0.5f;
+    for (long i = 0; i < out->size; i++) out->data[i] = rng_uniform(&rng) - 0.5f;
+    float original[54], top[54], output_before[18];
+    memcpy(original, w->data, sizeof original);
+    memcpy(output_before, out->data, sizeof output_before);
+    char dir[1024], err[512];
+    snprintf(dir, sizeof dir, "%s/projection", test_tmpdir());
+    mkdir(dir, 0777);
+    Tracer *t = tracer_open(dir, ps, "*", 2, 0, 0, err, sizeof err);
+    EXPECT(t != NULL, "%s", err);
+    if (!t) return;
+    EXPECT(tracer_snapshot(t, 0, err, sizeof err) == 0, "%s", err);
+
+    tracer_project(t, 1.0, 1);
+    for (int i = 0; i < 54; i++)
+        EXPECT(test_close(w->data[i], original[i], 1e-4, 1e-5), "full-rank reconstruction [%d]: %g vs %g", i,
+               (double)w->data[i], (double)original[i]);
+    EXPECT(memcmp(out->data, output_before, sizeof output_before) == 0, "the output layer was projected");
+    tracer_restore(t);
+
+    tracer_project(t, 0.5, 1);
+    memcpy(top, w->data, sizeof top);
+    tracer_restore(t);
+    tracer_project(t, 0.5, 0);
+    for (int i = 0; i < 54; i++)
+        EXPECT(test_close(top[i] + w->data[i], original[i], 1e-4, 1e-5), "top + bottom halves [%d]: %g vs %g", i,
+               (double)(top[i] + w->data[i]), (double)original[i]);
+    tracer_restore(t);
+    EXPECT(memcmp(w->data, original, sizeof original) == 0, "restore did not bring back the exact weights");
+
+    /* The top half has rank 3: its fourth singular value is zero. */
+    memcpy(w->data, top, sizeof top);
+    float s[6];
+    EXPECT(svd_top(w->data, 6, 9, 0, s, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    EXPECT(s[2] > 1e-3f && s[3] < 1e-5f, "top-half singular values %g %g", (double)s[2], (double)s[3]);
+    tracer_close(t);
+    params_free(ps);
+    free(ps);
+}
+
 const TestCase train_tests[] = {
+    {"lowrank projection reconstructs", lowrank_projection_reconstructs},
     {"train trace matches checkpoint", trace_matches_checkpoint},
     {"train resume after kill is bitwise", resume_after_kill_is_bitwise},
     {"train bad input rejected", bad_input_rejected},

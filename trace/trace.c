@@ -1,6 +1,7 @@
 /* The tracing hook; see trace.h. */
 #include "trace.h"
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fnmatch.h>
@@ -18,15 +19,25 @@ typedef struct {
     Param *param;
     int m, n, r, k;
     NpyAppender *sv, *u, *vt;
+    float *s, *u_full, *vt_full;  /* latest SVD: s [r], U [m, r], Vᵀ [r, n] */
+    float *saved;                 /* original weights while projected, else NULL */
 } TracedMatrix;
+
+typedef struct {
+    TracedMatrix *from, *to;
+    int from_transposed, to_transposed, head, heads, k;
+    NpyAppender *file;
+} TracedPair;
 
 struct Tracer {
     char dir[1024];
     TracedMatrix *mats;
     int count;
+    TracedPair *pairs;
+    int n_pairs;
     NpyAppender *steps;
     long last_step;
-    float *work_s, *work_u, *work_vt; /* scratch sized for the largest matrix */
+    int have_svd;                 /* the full SVDs belong to the current weights */
 };
 
 static int matches_any(const char *name, const char *globs) {
@@ -41,12 +52,12 @@ static int matches_any(const char *name, const char *globs) {
     return 0;
 }
 
-int svd_top(const float *a, int m, int n, int k, float *s, float *u, float *vt, char *err, size_t errlen) {
+/* Full thin SVD into s [r], u [m, r], vt [r, n] (u, vt NULL: values only). */
+static int svd_full(const float *a, int m, int n, float *s, float *full_u, float *full_vt, char *err, size_t errlen) {
     int r = m < n ? m : n;
+    int want_vectors = full_u != NULL;
     float *copy = sd_malloc((size_t)m * n * sizeof(float));
-    float *full_u = k > 0 ? sd_malloc((size_t)m * r * sizeof(float)) : NULL;
-    float *full_vt = k > 0 ? sd_malloc((size_t)r * n * sizeof(float)) : NULL;
-    char jobz = k > 0 ? 'S' : 'N';
+    char jobz = want_vectors ? 'S' : 'N';
     int info = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         memcpy(copy, a, (size_t)m * n * sizeof(float));
@@ -65,19 +76,32 @@ int svd_top(const float *a, int m, int n, int k, float *s, float *u, float *vt, 
         if (info == 0) break;
         if (info < 0) break; /* an invalid argument: retrying cannot help */
     }
-    if (info == 0 && k > 0) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < k; j++) u[(long)i * k + j] = full_u[(long)i * r + j];
-        memcpy(vt, full_vt, (size_t)k * n * sizeof(float));
-    }
     free(copy);
-    free(full_u);
-    free(full_vt);
     if (info != 0) {
         snprintf(err, errlen, "SVD of a %d x %d matrix failed (LAPACKE_sgesdd info %d)", m, n, info);
         return -1;
     }
     return 0;
+}
+
+/* Copy the top k columns of U [m, r] into u [m, k]. */
+static void top_columns(const float *full_u, int m, int r, int k, float *u) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < k; j++) u[(long)i * k + j] = full_u[(long)i * r + j];
+}
+
+int svd_top(const float *a, int m, int n, int k, float *s, float *u, float *vt, char *err, size_t errlen) {
+    int r = m < n ? m : n;
+    float *full_u = k > 0 ? sd_malloc((size_t)m * r * sizeof(float)) : NULL;
+    float *full_vt = k > 0 ? sd_malloc((size_t)r * n * sizeof(float)) : NULL;
+    int rc = svd_full(a, m, n, s, full_u, full_vt, err, errlen);
+    if (rc == 0 && k > 0) {
+        top_columns(full_u, m, r, k, u);
+        memcpy(vt, full_vt, (size_t)k * n * sizeof(float));
+    }
+    free(full_u);
+    free(full_vt);
+    return rc;
 }
 
 static int write_layers_json(const Tracer *t, char *err, size_t errlen) {
@@ -158,7 +182,6 @@ Tracer *tracer_open(const char *run_dir, ParamStore *ps, const char *globs, int 
         }
     }
     t->mats = sd_calloc((size_t)ps->count, sizeof *t->mats);
-    long max_mn = 0, max_r = 0;
     for (int i = 0; i < ps->count; i++) {
         Param *p = &ps->params[i];
         if (p->t.ndim < 2 || !matches_any(p->name, globs)) continue;
@@ -168,8 +191,6 @@ Tracer *tracer_open(const char *run_dir, ParamStore *ps, const char *globs, int 
         tm->n = (int)(p->t.size / tm->m);
         tm->r = tm->m < tm->n ? tm->m : tm->n;
         tm->k = vectors < tm->r ? vectors : tm->r;
-        if ((long)tm->m * tm->n > max_mn) max_mn = (long)tm->m * tm->n;
-        if (tm->r > max_r) max_r = tm->r;
         long sv_tail[1] = {tm->r}, u_tail[2] = {tm->m, tm->k}, vt_tail[2] = {tm->k, tm->n};
         tm->sv = open_file(t, p->name, ".sv.npy", NPY_F32, 1, sv_tail, resume, keep_rows, err, errlen);
         if (tm->sv && tm->k > 0) {
@@ -180,15 +201,15 @@ Tracer *tracer_open(const char *run_dir, ParamStore *ps, const char *globs, int 
             tracer_close(t);
             return NULL;
         }
+        tm->s = sd_malloc((size_t)tm->r * sizeof(float));
+        tm->u_full = sd_malloc((size_t)tm->m * tm->r * sizeof(float));
+        tm->vt_full = sd_malloc((size_t)tm->r * tm->n * sizeof(float));
     }
     t->steps = open_file(t, "steps", ".npy", NPY_I64, 0, NULL, resume, keep_rows, err, errlen);
     if (!t->steps) {
         tracer_close(t);
         return NULL;
     }
-    t->work_s = sd_malloc((size_t)(max_r ? max_r : 1) * sizeof(float));
-    t->work_u = sd_malloc((size_t)(max_mn ? max_mn : 1) * sizeof(float));
-    t->work_vt = sd_malloc((size_t)(max_mn ? max_mn : 1) * sizeof(float));
     if (write_layers_json(t, err, errlen) != 0) {
         tracer_close(t);
         return NULL;
@@ -196,21 +217,192 @@ Tracer *tracer_open(const char *run_dir, ParamStore *ps, const char *globs, int 
     return t;
 }
 
+/* Output-space vector i of a pair's `from` (length m of its cut) or
+ * input-space vector i of its `to`, into v. */
+static void space_vector(const float *u, const float *vt, int m, int n, int r, int use_vt, int i, float *v) {
+    if (use_vt)
+        memcpy(v, vt + (long)i * n, (size_t)n * sizeof(float));
+    else
+        for (int row = 0; row < m; row++) v[row] = u[(long)row * r + i];
+}
+
+/* SVD of rows [head·m/heads, (head+1)·m/heads) of a traced matrix. */
+static int head_svd(const TracedMatrix *tm, int head, int heads, float **s, float **u, float **vt, int *m, int *r,
+                    char *err, size_t errlen) {
+    *m = tm->m / heads;
+    *r = *m < tm->n ? *m : tm->n;
+    *s = sd_malloc((size_t)*r * sizeof(float));
+    *u = sd_malloc((size_t)*m * *r * sizeof(float));
+    *vt = sd_malloc((size_t)*r * tm->n * sizeof(float));
+    return svd_full(tm->param->t.data + (long)head * *m * tm->n, *m, tm->n, *s, *u, *vt, err, errlen);
+}
+
+static int append_alignment(TracedPair *p, char *err, size_t errlen) {
+    const TracedMatrix *a = p->from, *b = p->to;
+    float *sa = NULL, *ua = a->u_full, *vta = a->vt_full, *sb = NULL, *ub = b->u_full, *vtb = b->vt_full;
+    int ma = a->m, ra = a->r, mb = b->m, rb = b->r;
+    int rc = 0;
+    if (p->head >= 0) {
+        rc = head_svd(a, p->head, p->heads, &sa, &ua, &vta, &ma, &ra, err, errlen);
+        if (rc == 0) rc = head_svd(b, p->head, p->heads, &sb, &ub, &vtb, &mb, &rb, err, errlen);
+    }
+    if (rc == 0) {
+        int dim = p->from_transposed ? a->n : ma;
+        float *x = sd_malloc((size_t)dim * sizeof(float)), *y = sd_malloc((size_t)dim * sizeof(float));
+        float *diag = sd_malloc((size_t)p->k * sizeof(float));
+        for (int i = 0; i < p->k; i++) {
+            space_vector(ua, vta, ma, a->n, ra, p->from_transposed, i, x);
+            space_vector(ub, vtb, mb, b->n, rb, !p->to_transposed, i, y);
+            double dot = 0.0;
+            for (int j = 0; j < dim; j++) dot += (double)x[j] * (double)y[j];
+            diag[i] = (float)fabs(dot);
+        }
+        rc = npy_append(p->file, diag, err, errlen);
+        free(x);
+        free(y);
+        free(diag);
+    }
+    if (p->head >= 0) {
+        free(sa);
+        free(sb);
+        if (ua != a->u_full) free(ua);
+        if (vta != a->vt_full) free(vta);
+        if (ub != b->u_full) free(ub);
+        if (vtb != b->vt_full) free(vtb);
+    }
+    return rc;
+}
+
 int tracer_snapshot(Tracer *t, long step, char *err, size_t errlen) {
+    CHECK(!t->count || !t->mats[0].saved, "snapshot taken while weights are projected");
     for (int i = 0; i < t->count; i++) {
         TracedMatrix *tm = &t->mats[i];
-        if (svd_top(tm->param->t.data, tm->m, tm->n, tm->k, t->work_s, t->work_u, t->work_vt, err, errlen) != 0)
-            return -1;
-        if (npy_append(tm->sv, t->work_s, err, errlen) != 0) return -1;
+        if (svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, err, errlen) != 0) return -1;
+        if (npy_append(tm->sv, tm->s, err, errlen) != 0) return -1;
         if (tm->k > 0) {
-            if (npy_append(tm->u, t->work_u, err, errlen) != 0) return -1;
-            if (npy_append(tm->vt, t->work_vt, err, errlen) != 0) return -1;
+            float *u = sd_malloc((size_t)tm->m * tm->k * sizeof(float));
+            top_columns(tm->u_full, tm->m, tm->r, tm->k, u);
+            int rc = npy_append(tm->u, u, err, errlen);
+            free(u);
+            if (rc != 0 || npy_append(tm->vt, tm->vt_full, err, errlen) != 0) return -1;
         }
     }
+    for (int i = 0; i < t->n_pairs; i++)
+        if (append_alignment(&t->pairs[i], err, errlen) != 0) return -1;
     int64_t s = step;
     if (npy_append(t->steps, &s, err, errlen) != 0) return -1;
     t->last_step = step;
+    t->have_svd = 1;
     return 0;
+}
+
+static TracedMatrix *find_matrix(Tracer *t, const char *name) {
+    for (int i = 0; i < t->count; i++)
+        if (strcmp(t->mats[i].param->name, name) == 0) return &t->mats[i];
+    return NULL;
+}
+
+int tracer_set_pairs(Tracer *t, const LayerPair *pairs, int n_pairs, int resume, long keep_step, char *err,
+                     size_t errlen) {
+    (void)keep_step;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/align", t->dir);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    long keep_rows = npy_rows(t->steps);
+    t->pairs = sd_calloc((size_t)(n_pairs ? n_pairs : 1), sizeof *t->pairs);
+    cJSON *root = cJSON_CreateArray();
+    for (int i = 0; i < n_pairs; i++) {
+        const LayerPair *lp = &pairs[i];
+        TracedMatrix *a = find_matrix(t, lp->from), *b = find_matrix(t, lp->to);
+        if (!a || !b) continue;
+        TracedPair *p = &t->pairs[t->n_pairs];
+        p->from = a;
+        p->to = b;
+        p->from_transposed = lp->from_transposed;
+        p->to_transposed = lp->to_transposed;
+        p->head = lp->head;
+        p->heads = lp->heads;
+        int ma = lp->head >= 0 ? a->m / lp->heads : a->m, mb = lp->head >= 0 ? b->m / lp->heads : b->m;
+        int dim_a = lp->from_transposed ? a->n : ma, dim_b = lp->to_transposed ? mb : b->n;
+        if (dim_a != dim_b) {
+            snprintf(err, errlen, "layer pair %s -> %s: output dimension %d does not match input dimension %d", lp->from,
+                     lp->to, dim_a, dim_b);
+            cJSON_Delete(root);
+            return -1;
+        }
+        int ra = ma < a->n ? ma : a->n, rb = mb < b->n ? mb : b->n;
+        p->k = ra < rb ? ra : rb;
+        if (p->k > 100) p->k = 100;
+        char file[64], path[1200];
+        snprintf(file, sizeof file, "align/%04d.npy", t->n_pairs);
+        snprintf(path, sizeof path, "%s/%s", t->dir, file);
+        long tail[1] = {p->k};
+        p->file = resume ? npy_reopen(path, NPY_F32, 1, tail, keep_rows, err, errlen)
+                         : npy_create(path, NPY_F32, 1, tail, err, errlen);
+        if (!p->file) {
+            cJSON_Delete(root);
+            return -1;
+        }
+        t->n_pairs++;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "from", lp->from);
+        cJSON_AddStringToObject(o, "to", lp->to);
+        cJSON_AddNumberToObject(o, "head", lp->head);
+        cJSON_AddNumberToObject(o, "k", p->k);
+        cJSON_AddStringToObject(o, "file", file);
+        cJSON_AddItemToArray(root, o);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/pairs.json", t->dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void tracer_project(Tracer *t, double frac, int keep_top) {
+    CHECK(t->have_svd, "low-rank projection needs a snapshot of the current weights");
+    for (int i = 0; i < t->count; i++) {
+        TracedMatrix *tm = &t->mats[i];
+        if (tm->param->role == ROLE_OUTPUT) continue;
+        int cut = (int)lround(frac * tm->r);
+        int lo = keep_top ? 0 : cut, hi = keep_top ? cut : tm->r;
+        if (!tm->saved) {
+            tm->saved = sd_malloc((size_t)tm->m * tm->n * sizeof(float));
+            memcpy(tm->saved, tm->param->t.data, (size_t)tm->m * tm->n * sizeof(float));
+        }
+        float *w = tm->param->t.data;
+        memset(w, 0, (size_t)tm->m * tm->n * sizeof(float));
+        if (hi <= lo) continue;
+        /* W = U[:, lo:hi] diag(s[lo:hi]) Vᵀ[lo:hi, :]: scale U's columns, then one GEMM. */
+        float *us = sd_malloc((size_t)tm->m * (hi - lo) * sizeof(float));
+        for (int row = 0; row < tm->m; row++)
+            for (int j = lo; j < hi; j++) us[(long)row * (hi - lo) + (j - lo)] = tm->u_full[(long)row * tm->r + j] * tm->s[j];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tm->m, tm->n, hi - lo, 1.0f, us, hi - lo,
+                    tm->vt_full + (long)lo * tm->n, tm->n, 0.0f, w, tm->n);
+        free(us);
+    }
+}
+
+void tracer_restore(Tracer *t) {
+    for (int i = 0; i < t->count; i++) {
+        TracedMatrix *tm = &t->mats[i];
+        if (!tm->saved) continue;
+        memcpy(tm->param->t.data, tm->saved, (size_t)tm->m * tm->n * sizeof(float));
+        free(tm->saved);
+        tm->saved = NULL;
+    }
 }
 
 long tracer_last_step(const Tracer *t) { return t->last_step; }
@@ -219,15 +411,18 @@ int tracer_count(const Tracer *t) { return t->count; }
 
 void tracer_close(Tracer *t) {
     if (!t) return;
+    tracer_restore(t);
     for (int i = 0; i < t->count; i++) {
         npy_close(t->mats[i].sv);
         npy_close(t->mats[i].u);
         npy_close(t->mats[i].vt);
+        free(t->mats[i].s);
+        free(t->mats[i].u_full);
+        free(t->mats[i].vt_full);
     }
+    for (int i = 0; i < t->n_pairs; i++) npy_close(t->pairs[i].file);
+    free(t->pairs);
     npy_close(t->steps);
     free(t->mats);
-    free(t->work_s);
-    free(t->work_u);
-    free(t->work_vt);
     free(t);
 }
