@@ -14,12 +14,14 @@ extern const TestCase npy_tests[];
 extern const TestCase safetensors_tests[];
 extern const TestCase config_tests[];
 extern const TestCase grad_tests[];
+extern const TestCase golden_tests[];
 extern const TestCase train_tests[];
 static const TestCase *const all_suites[] = {
     npy_tests,
     safetensors_tests,
     config_tests,
     grad_tests,
+    golden_tests,
     train_tests,
     NULL,
 };
