@@ -650,7 +650,7 @@ static ParamStore *optim_params(const GoldenFile *gf) {
 static int set_gradients(const GoldenFile *gf, ParamStore *ps, const char *prefix) {
     for (int k = 0; k < ps->count; k++) {
         char full[GOLDEN_NAME_MAX];
-        snprintf(full, sizeof full, "%s.%s", prefix, ps->params[k].name);
+        if (snprintf(full, sizeof full, "%s.%s", prefix, ps->params[k].name) >= (int)sizeof full) return 0;
         const GoldenArray *a = golden_find(gf, full);
         if (!a || a->size != ps->params[k].t.size) return 0;
         for (long i = 0; i < a->size; i++) ps->params[k].t.grad[i] = (float)a->values[i];
