@@ -6,12 +6,13 @@ CFLAGS  ?= -O3 -g -march=native
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wdouble-promotion
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) $(CFLAGS) \
               -Icore -Imodels -Itasks -Itrace -Icli -Itests -I/usr/include/openblas
-LDLIBS  := -lopenblas -llapacke -linih -lcjson -lm
+LDLIBS  := -lopenblas -llapacke -linih -lcjson -lplplot -lm
 BUILD   := build
 
 # Debian packages the build and the tests need. python3-torch is only needed
 # to regenerate golden values (tests/golden/make_golden.py), not to test.
-PACKAGES := gcc make libopenblas-openmp-dev liblapacke-dev libinih-dev libcjson-dev
+PACKAGES := gcc make libopenblas-openmp-dev liblapacke-dev libinih-dev libcjson-dev \
+            libplplot-dev plplot-driver-cairo
 
 LIB_SRC := $(wildcard core/*.c models/*.c tasks/*.c trace/*.c) cli/checkpoint.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -20,7 +21,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all deps test asan clean
 
-all: deps train
+all: deps train report
 
 deps: $(BUILD)/.deps
 $(BUILD)/.deps: Makefile
@@ -40,6 +41,9 @@ $(BUILD)/%.o: %.c | $(BUILD)/.deps
 train: $(BUILD)/cli/train.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
+report: $(BUILD)/cli/report.o $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
@@ -56,6 +60,6 @@ train-asan: $(BUILD)/cli/train.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
 clean:
-	rm -rf build build-asan train train-asan
+	rm -rf build build-asan train train-asan report
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/train.o.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/train.d $(BUILD)/cli/report.d

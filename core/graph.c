@@ -111,9 +111,11 @@ void graph_backward(Graph *g, Tensor *loss) {
 void graph_backward_seeded(Graph *g, Tensor *out, const float *seed) {
     CHECK(out->grad != NULL, "output has no gradient: was the graph recording?");
     memcpy(out->grad, seed, (size_t)out->size * sizeof(float));
+    if (out->grad_unset) *out->grad_unset = 0;
     for (int i = g->n - 1; i >= 0; i--) {
         TapeEntry *e = &g->tape[i];
-        if (!e->out->grad) continue;
+        /* An output no later op sent a gradient to contributes nothing. */
+        if (!e->out->grad || (e->out->grad_unset && *e->out->grad_unset)) continue;
         double t0 = profiling() ? omp_get_wtime() : 0.0;
         op_table[e->op].backward(e);
         if (profiling()) profile_backward[e->op] += omp_get_wtime() - t0;

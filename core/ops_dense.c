@@ -66,11 +66,14 @@ void linear_backward(TapeEntry *e) {
     int rows = (int)tensor_rows(x);
     if (x->grad)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out_dim, 1.0f, y->grad, out_dim,
-                    w->data, in, 1.0f, x->grad, in);
+                    w->data, in, tensor_grad_claim(x) ? 0.0f : 1.0f, x->grad, in);
     if (w->grad)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in, rows, 1.0f, y->grad, out_dim,
-                    x->data, in, 1.0f, w->grad, in);
-    if (b && b->grad) column_sums_add(y->grad, rows, out_dim, b->grad);
+                    x->data, in, tensor_grad_claim(w) ? 0.0f : 1.0f, w->grad, in);
+    if (b && b->grad) {
+        tensor_grad_claim_zeroed(b);
+        column_sums_add(y->grad, rows, out_dim, b->grad);
+    }
 }
 
 /* ---- matmul: y[M, N] = a[M, K] b[K, N] ---------------------------------- */
@@ -95,11 +98,11 @@ void matmul_backward(TapeEntry *e) {
     Tensor *a = e->in[0], *b = e->in[1], *y = e->out;
     int m = a->shape[0], k = a->shape[1], n = b->shape[1];
     if (a->grad)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, y->grad, n, b->data, n, 1.0f,
-                    a->grad, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, y->grad, n, b->data, n,
+                    tensor_grad_claim(a) ? 0.0f : 1.0f, a->grad, k);
     if (b->grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, a->data, k, y->grad, n, 1.0f,
-                    b->grad, n);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, a->data, k, y->grad, n,
+                    tensor_grad_claim(b) ? 0.0f : 1.0f, b->grad, n);
 }
 
 /* ---- add: y = a + b ----------------------------------------------------- */
@@ -133,8 +136,9 @@ void add_backward(TapeEntry *e) {
     for (int k = 0; k < 2; k++) {
         float *dx = e->in[k]->grad;
         if (!dx) continue;
+        int store = tensor_grad_claim(e->in[k]);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-        for (long i = 0; i < n; i++) dx[i] += dy[i];
+        for (long i = 0; i < n; i++) GRAD_PUT(store, dx, i, dy[i]);
     }
 }
 
@@ -163,10 +167,14 @@ void add_bias_backward(TapeEntry *e) {
     int c = tensor_cols(x);
     long rows = tensor_rows(x);
     if (x->grad) {
+        int store = tensor_grad_claim(x);
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
-        for (long i = 0; i < x->size; i++) x->grad[i] += y->grad[i];
+        for (long i = 0; i < x->size; i++) GRAD_PUT(store, x->grad, i, y->grad[i]);
     }
-    if (b->grad) column_sums_add(y->grad, rows, c, b->grad);
+    if (b->grad) {
+        tensor_grad_claim_zeroed(b);
+        column_sums_add(y->grad, rows, c, b->grad);
+    }
 }
 
 /* ---- mul: y = a ⊙ b ----------------------------------------------------- */
@@ -192,12 +200,14 @@ void mul_backward(TapeEntry *e) {
     const float *dy = e->out->grad;
     long n = e->out->size;
     if (a->grad) {
+        int store = tensor_grad_claim(a);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-        for (long i = 0; i < n; i++) a->grad[i] += dy[i] * b->data[i];
+        for (long i = 0; i < n; i++) GRAD_PUT(store, a->grad, i, dy[i] * b->data[i]);
     }
     if (b->grad) {
+        int store = tensor_grad_claim(b);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-        for (long i = 0; i < n; i++) b->grad[i] += dy[i] * a->data[i];
+        for (long i = 0; i < n; i++) GRAD_PUT(store, b->grad, i, dy[i] * a->data[i]);
     }
 }
 
@@ -222,8 +232,9 @@ void scale_backward(TapeEntry *e) {
     Tensor *x = e->in[0];
     float s = e->farg[0];
     long n = x->size;
+    int store = tensor_grad_claim(x);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++) x->grad[i] += s * e->out->grad[i];
+    for (long i = 0; i < n; i++) GRAD_PUT(store, x->grad, i, s * e->out->grad[i]);
 }
 
 /* ---- relu: y = max(x, 0) ------------------------------------------------ */
@@ -242,8 +253,9 @@ Tensor *op_relu(Graph *g, Tensor *x) {
 void relu_backward(TapeEntry *e) {
     Tensor *x = e->in[0];
     long n = x->size;
+    int store = tensor_grad_claim(x);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++) x->grad[i] += x->data[i] > 0.0f ? e->out->grad[i] : 0.0f;
+    for (long i = 0; i < n; i++) GRAD_PUT(store, x->grad, i, x->data[i] > 0.0f ? e->out->grad[i] : 0.0f);
 }
 
 /* ---- gelu: y = x Φ(x) --------------------------------------------------- */
@@ -265,12 +277,13 @@ Tensor *op_gelu(Graph *g, Tensor *x) {
 void gelu_backward(TapeEntry *e) {
     Tensor *x = e->in[0];
     long n = x->size;
+    int store = tensor_grad_claim(x);
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN / 8)
     for (long i = 0; i < n; i++) {
         float v = x->data[i];
         float cdf = 0.5f * (1.0f + erff(v * (float)M_SQRT1_2));
         float pdf = inv_sqrt_2pi * expf(-0.5f * v * v);
-        x->grad[i] += e->out->grad[i] * (cdf + v * pdf);
+        GRAD_PUT(store, x->grad, i, e->out->grad[i] * (cdf + v * pdf));
     }
 }

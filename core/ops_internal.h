@@ -39,6 +39,10 @@ void shape_check_failed(const char *file, int line, const char *op, const char *
  * fork/join cost exceeds the work. */
 #define PARALLEL_MIN 32768
 
+/* Write a gradient element: dst[i] = v when store (the buffer was unset),
+ * dst[i] += v otherwise. The branch is loop-invariant. */
+#define GRAD_PUT(store, dst, i, v) ((store) ? (void)((dst)[i] = (v)) : (void)((dst)[i] += (v)))
+
 /* Allocate an op output: with a zeroed gradient when needs_grad. */
 Tensor *op_output(Graph *g, int ndim, const int *shape, int needs_grad);
 

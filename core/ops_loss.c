@@ -49,11 +49,12 @@ void cross_entropy_backward(TapeEntry *e) {
     int c = tensor_cols(logits);
     long n = tensor_rows(logits);
     float dl = e->out->grad[0] / (float)n;
+    int store = tensor_grad_claim(logits);
 #pragma omp parallel for schedule(static) if (logits->size > PARALLEL_MIN)
     for (long i = 0; i < n; i++) {
         const float *z = logits->data + i * c;
         float *dz = logits->grad + i * c;
-        for (int j = 0; j < c; j++) dz[j] += dl * expf(z[j] - lse[i]);
+        for (int j = 0; j < c; j++) GRAD_PUT(store, dz, j, dl * expf(z[j] - lse[i]));
         dz[labels[i]] -= dl;
     }
 }
@@ -83,6 +84,7 @@ void mse_backward(TapeEntry *e) {
     Tensor *pred = e->in[0], *target = e->in[1];
     long n = pred->size;
     float k = 2.0f * e->out->grad[0] / (float)n;
+    int store = tensor_grad_claim(pred);
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++) pred->grad[i] += k * (pred->data[i] - target->data[i]);
+    for (long i = 0; i < n; i++) GRAD_PUT(store, pred->grad, i, k * (pred->data[i] - target->data[i]));
 }

@@ -45,6 +45,7 @@ void embedding_backward(TapeEntry *e) {
     float scale = e->farg[0];
     const float *dy = e->out->grad;
     int threads = n * d > PARALLEL_MIN ? omp_get_max_threads() : 1;
+    tensor_grad_claim_zeroed(table);
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -84,10 +85,12 @@ void add_position_backward(TapeEntry *e) {
     const float *dy = e->out->grad;
     int batch = x->shape[0], seq = x->shape[1], d = x->shape[2];
     if (x->grad) {
+        int store = tensor_grad_claim(x);
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
-        for (long i = 0; i < x->size; i++) x->grad[i] += dy[i];
+        for (long i = 0; i < x->size; i++) GRAD_PUT(store, x->grad, i, dy[i]);
     }
     if (pos->grad) {
+        tensor_grad_claim_zeroed(pos);
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
         for (long tj = 0; tj < (long)seq * d; tj++) {
             float s = 0.0f;
@@ -120,6 +123,7 @@ void take_last_backward(TapeEntry *e) {
     int n = e->iarg[0];
     int batch = x->shape[0], seq = x->shape[1], d = x->shape[2];
     const float *dy = e->out->grad;
+    tensor_grad_claim_zeroed(x);
 #pragma omp parallel for schedule(static) if ((long)batch * n * d > PARALLEL_MIN)
     for (int b = 0; b < batch; b++) {
         float *dx = x->grad + ((long)b * seq + seq - n) * d;
@@ -203,6 +207,9 @@ void attention_backward(TapeEntry *e) {
     int dh = d / heads, offset = seq - tq;
     float scale = 1.0f / sqrtf((float)dh);
     const float *probs = e->saved;
+    if (q->grad) tensor_grad_claim_zeroed(q);
+    if (k->grad) tensor_grad_claim_zeroed(k);
+    if (v->grad) tensor_grad_claim_zeroed(v);
 #pragma omp parallel for schedule(static) if ((long)batch * tq * seq * d > PARALLEL_MIN / 4)
     for (int b = 0; b < batch; b++) {
         float ds[seq];
@@ -285,6 +292,7 @@ void layernorm_backward(TapeEntry *e) {
     int c = tensor_cols(x);
     long rows = tensor_rows(x);
     if (x->grad) {
+        int store = tensor_grad_claim(x);
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
         for (long r = 0; r < rows; r++) {
             const float *xr = x->data + r * c, *dyr = dy + r * c;
@@ -299,10 +307,12 @@ void layernorm_backward(TapeEntry *e) {
             mgx /= (float)c;
             for (int j = 0; j < c; j++) {
                 float xhat = (xr[j] - mean) * rstd;
-                x->grad[r * c + j] += rstd * (dyr[j] * gamma->data[j] - mg - xhat * mgx);
+                GRAD_PUT(store, x->grad, r * c + j, rstd * (dyr[j] * gamma->data[j] - mg - xhat * mgx));
             }
         }
     }
+    if (gamma->grad) tensor_grad_claim_zeroed(gamma);
+    if (beta->grad) tensor_grad_claim_zeroed(beta);
     if (gamma->grad || beta->grad) {
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
         for (int j = 0; j < c; j++) {

@@ -103,7 +103,12 @@ Tensor *tensor_new(Arena *a, int ndim, const int *shape, int with_grad) {
     Tensor *t = arena_alloc(a, sizeof *t);
     set_shape(t, ndim, shape);
     t->data = arena_alloc(a, (size_t)t->size * sizeof(float));
-    t->grad = with_grad ? arena_calloc(a, (size_t)t->size * sizeof(float)) : NULL;
+    t->grad = with_grad ? arena_alloc(a, (size_t)t->size * sizeof(float)) : NULL;
+    t->grad_unset = NULL;
+    if (with_grad) {
+        t->grad_unset = arena_alloc(a, 1);
+        *t->grad_unset = 1;
+    }
     return t;
 }
 
@@ -113,7 +118,17 @@ Tensor *tensor_reshape(Arena *a, const Tensor *t, int ndim, const int *shape) {
     CHECK(v->size == t->size, "reshape of %ld elements to %ld", t->size, v->size);
     v->data = t->data;
     v->grad = t->grad;
+    v->grad_unset = t->grad_unset;
     return v;
+}
+
+void tensor_grad_zero(Tensor *t) {
+    memset(t->grad, 0, (size_t)t->size * sizeof(float));
+    if (t->grad_unset) *t->grad_unset = 0;
+}
+
+void tensor_grad_claim_zeroed(Tensor *t) {
+    if (tensor_grad_claim(t)) memset(t->grad, 0, (size_t)t->size * sizeof(float));
 }
 
 long tensor_rows(const Tensor *t) { return t->size / t->shape[t->ndim - 1]; }

@@ -15,6 +15,9 @@
 typedef struct Tensor {
     float *data;                 /* [size] */
     float *grad;                 /* [size]; NULL when no gradient flows into this tensor */
+    unsigned char *grad_unset;   /* arena tensors: shared flag, 1 while grad holds no value yet
+                                  * (the first backward to reach it stores instead of adding,
+                                  * which saves zero-filling); NULL: grad is always valid */
     int ndim;
     int shape[TENSOR_MAX_DIMS];  /* shape[0..ndim-1]; unused entries are 1 */
     long size;                   /* product of the shape */
@@ -40,10 +43,24 @@ void arena_reset(Arena *a);
 void arena_free(Arena *a);
 
 /* A new arena tensor of the given shape with uninitialised data. with_grad
- * also allocates a zeroed gradient. */
+ * also allocates a gradient, marked unset (read it only after a backward
+ * pass has reached the tensor, or call tensor_grad_zero first). */
 Tensor *tensor_new(Arena *a, int ndim, const int *shape, int with_grad);
 /* A view of t with another shape of the same size, sharing data and grad. */
 Tensor *tensor_reshape(Arena *a, const Tensor *t, int ndim, const int *shape);
+/* Zero t's gradient and mark it valid, so that backward passes add to it. */
+void tensor_grad_zero(Tensor *t);
+/* Claim t's gradient for a backward write: return 1 when it holds no value
+ * yet, so the caller must store rather than add, and 0 when it must add. */
+static inline int tensor_grad_claim(Tensor *t) {
+    if (t->grad_unset && *t->grad_unset) {
+        *t->grad_unset = 0;
+        return 1;
+    }
+    return 0;
+}
+/* Claim t's gradient for an accumulating write, zero-filling it if unset. */
+void tensor_grad_claim_zeroed(Tensor *t);
 /* Number of rows when t is seen as a matrix [size / last_dim, last_dim]. */
 long tensor_rows(const Tensor *t);
 int tensor_cols(const Tensor *t);
