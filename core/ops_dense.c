@@ -243,8 +243,10 @@ Tensor *op_relu(Graph *g, Tensor *x) {
     int needs = graph_needs_grad(g, x, NULL, NULL);
     Tensor *y = op_output(g, x->ndim, x->shape, needs);
     long n = x->size;
+    const float *restrict xv = x->data;
+    float *restrict yv = y->data;
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++) y->data[i] = x->data[i] > 0.0f ? x->data[i] : 0.0f;
+    for (long i = 0; i < n; i++) yv[i] = xv[i] > 0.0f ? xv[i] : 0.0f;
     if (needs) graph_record(g, OP_RELU, y)->in[0] = x;
     return y;
 }
@@ -254,8 +256,17 @@ void relu_backward(TapeEntry *e) {
     Tensor *x = e->in[0];
     long n = x->size;
     int store = tensor_grad_claim(x);
+    /* Local restrict pointers: through the structs the compiler must assume
+     * aliasing and cannot vectorise. */
+    float *restrict dx = x->grad;
+    const float *restrict xv = x->data, *restrict dy = e->out->grad;
+    if (store) {
 #pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (long i = 0; i < n; i++) GRAD_PUT(store, x->grad, i, x->data[i] > 0.0f ? e->out->grad[i] : 0.0f);
+        for (long i = 0; i < n; i++) dx[i] = xv[i] > 0.0f ? dy[i] : 0.0f;
+    } else {
+#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
+        for (long i = 0; i < n; i++) dx[i] += xv[i] > 0.0f ? dy[i] : 0.0f;
+    }
 }
 
 /* ---- gelu: y = x Φ(x) --------------------------------------------------- */
