@@ -126,6 +126,8 @@ typedef struct {
     /* first steps at which accuracy thresholds were met, for the summary */
     long train_full_step, val_95_step;
     int tty;
+    /* wall seconds outside training steps in this session, for the profile */
+    double seconds_trace, seconds_eval, seconds_checkpoint;
 } Trainer;
 
 static void optimizer_from_config(const Config *c, Optimizer *o) {
@@ -441,10 +443,16 @@ int main(int argc, char **argv) {
         double lr = tr->cfg.lr * schedule_factor(&tr->sched, tr->step);
         train_step(tr, lr);
         int at_end = tr->step == tr->cfg.steps;
+        double t_trace = now_seconds();
         if (tr->cfg.trace_every > 0 && (tr->step % tr->cfg.trace_every == 0 || at_end)) take_snapshot(tr);
+        double t_eval = now_seconds();
         if (tr->step % tr->cfg.eval_every == 0 || at_end)
             evaluate_and_log(tr, lr, &last_val_acc, &last_train_acc, &last_loss);
+        double t_ckpt = now_seconds();
         if (tr->step % tr->cfg.checkpoint_every == 0 || at_end) write_checkpoint(tr);
+        tr->seconds_trace += t_eval - t_trace;
+        tr->seconds_eval += t_ckpt - t_eval;
+        tr->seconds_checkpoint += now_seconds() - t_ckpt;
         double t = now_seconds();
         double rate = (double)(tr->step - rate_s0) / (t - rate_t0 + 1e-9);
         if (at_end || (tr->tty ? t - last_draw > 0.25 : tr->step % tr->cfg.log_every == 0)) {
@@ -454,6 +462,9 @@ int main(int argc, char **argv) {
     }
     fclose(tr->metrics);
     tracer_close(tr->tracer);
+    if (getenv("SPECDYN_PROFILE"))
+        fprintf(stderr, "trace %.3f s, evaluation %.3f s, checkpoints %.3f s\n", tr->seconds_trace, tr->seconds_eval,
+                tr->seconds_checkpoint);
     graph_profile_report(stderr);
     fprintf(stderr, "finished %s: %ld steps in %.1f s", tr->run_dir, tr->step, wall_now(tr));
     if (tr->train_full_step >= 0) fprintf(stderr, "; train_acc 1.0 first at step %ld", tr->train_full_step);
