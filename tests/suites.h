@@ -16,6 +16,8 @@ extern const TestCase config_tests[];
 extern const TestCase grad_tests[];
 extern const TestCase golden_tests[];
 extern const TestCase train_tests[];
+extern const TestCase spectral_tests[];
+extern const TestCase report_tests[];
 static const TestCase *const all_suites[] = {
     npy_tests,
     safetensors_tests,
@@ -23,6 +25,8 @@ static const TestCase *const all_suites[] = {
     grad_tests,
     golden_tests,
     train_tests,
+    spectral_tests,
+    report_tests,
     NULL,
 };
 #endif
