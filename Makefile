@@ -21,7 +21,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 .PHONY: all deps test asan clean
 
-all: deps train report
+all: deps train report sweep
 
 deps: $(BUILD)/.deps
 $(BUILD)/.deps: Makefile
@@ -44,10 +44,13 @@ train: $(BUILD)/cli/train.o $(LIB_OBJ)
 report: $(BUILD)/cli/report.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
+sweep: $(BUILD)/cli/sweep.o $(LIB_OBJ)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
-test: deps train $(BUILD)/run_tests
+test: deps train report sweep $(BUILD)/run_tests
 	OMP_NUM_THREADS=2 $(BUILD)/run_tests
 
 # AddressSanitizer and UBSan build of the same tests, in a separate tree.
@@ -60,6 +63,6 @@ train-asan: $(BUILD)/cli/train.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS)
 
 clean:
-	rm -rf build build-asan train train-asan report
+	rm -rf build build-asan train train-asan report sweep
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/train.d $(BUILD)/cli/report.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/train.d $(BUILD)/cli/report.d $(BUILD)/cli/sweep.d

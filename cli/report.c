@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "report.h"
@@ -13,7 +14,12 @@
 static void print_usage(FILE *f) {
     fprintf(f,
             "usage: ./report [-o DIR] RUN_DIR [RUN_DIR ...]\n"
+            "       ./report [-o DIR] SWEEP_DIR\n"
             "\n"
+            "With a sweep directory (one with the sweep.json of ./sweep), write its report/:\n"
+            "runs grouped over seeds, final accuracy and final effective rank per matrix against\n"
+            "weight decay, effective rank over steps per grid point, and per-group means and\n"
+            "standard deviations in summary.json.\n"
             "With one RUN_DIR, write RUN_DIR/report/: loss and error curves, singular values,\n"
             "effective rank (lines and heat map), singular vector agreement and layer\n"
             "alignment heat maps as PNG, spectral.csv, index.html and summary.json.\n"
@@ -59,8 +65,19 @@ int main(int argc, char **argv) {
     }
     if (n_dirs == 0) usage_error("no run directory given", NULL);
 
-    RunData *runs = sd_calloc((size_t)n_dirs, sizeof(RunData));
     char err[4096];
+    char sweep_manifest[4096];
+    snprintf(sweep_manifest, sizeof sweep_manifest, "%s/sweep.json", dirs[0]);
+    if (n_dirs == 1 && access(sweep_manifest, F_OK) == 0) {
+        char out_dir[4096];
+        snprintf(out_dir, sizeof out_dir, "%s/report", out_parent ? out_parent : dirs[0]);
+        if (report_sweep_dir(dirs[0], out_dir, err, sizeof err) != 0) sd_fail("%s", err);
+        printf("wrote %s/index.html\n", out_dir);
+        free(dirs);
+        return 0;
+    }
+
+    RunData *runs = sd_calloc((size_t)n_dirs, sizeof(RunData));
     for (int i = 0; i < n_dirs; i++)
         if (run_load(dirs[i], &runs[i], err, sizeof err) != 0) sd_fail("%s", err);
 

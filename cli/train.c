@@ -394,20 +394,23 @@ int main(int argc, char **argv) {
             tr->wall_offset = 0.0;
         }
         tr->step = step;
+        /* Rows and snapshots after the checkpoint are redone; from step 0 that
+         * includes step 0's own row and snapshot. */
+        long keep_step = tr->step > 0 ? tr->step : -1;
         if (tr->step >= tr->cfg.steps) {
             fprintf(stderr, "%s is already complete at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);
             return 0;
         }
         snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
         if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
-        truncate_metrics(metrics_path, tr->step, tr->cfg.trace_prune > 0);
+        truncate_metrics(metrics_path, keep_step, tr->cfg.trace_prune > 0);
         snprintf(path, sizeof path, "%s/trace/steps.npy", tr->run_dir);
         int have_trace = path_exists(path);
         if (tr->cfg.trace_every > 0) {
             tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, have_trace,
-                                     tr->step, err, sizeof err);
+                                     keep_step, err, sizeof err);
             if (!tr->tracer ||
-                tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, have_trace, tr->step, err, sizeof err) != 0)
+                tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, have_trace, keep_step, err, sizeof err) != 0)
                 sd_fail("%s", err);
         }
         fprintf(stderr, "resuming %s at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);

@@ -18,6 +18,7 @@ extern const TestCase golden_tests[];
 extern const TestCase train_tests[];
 extern const TestCase spectral_tests[];
 extern const TestCase report_tests[];
+extern const TestCase sweep_tests[];
 static const TestCase *const all_suites[] = {
     npy_tests,
     safetensors_tests,
@@ -27,6 +28,7 @@ static const TestCase *const all_suites[] = {
     train_tests,
     spectral_tests,
     report_tests,
+    sweep_tests,
     NULL,
 };
 #endif

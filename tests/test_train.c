@@ -354,10 +354,39 @@ static void lowrank_projection_reconstructs(void) {
     free(ps);
 }
 
+/* A kill between the step-0 checkpoint and the next one resumes from step 0,
+ * which redoes step 0's metrics row and snapshot (with the low-rank
+ * evaluation, which needs that snapshot's SVD). */
+static void resume_from_step_zero(void) {
+    char out[8192], cmd[1024], path[1024];
+    int status;
+    train_run("zero", "train.steps=40 train.checkpoint_every=1000", out, sizeof out, &status);
+    EXPECT(status == 0, "run failed: %s", out);
+    snprintf(path, sizeof path, "%s/zero/checkpoints/step_00000040.safetensors", test_tmpdir());
+    EXPECT(remove(path) == 0, "cannot remove %s", path);
+    snprintf(cmd, sizeof cmd, "./train --resume %s/zero", test_tmpdir());
+    status = run(cmd, out, sizeof out);
+    EXPECT(status == 0, "resume from step 0 failed: %s", out);
+    snprintf(path, sizeof path, "%s/zero/metrics.csv", test_tmpdir());
+    FILE *f = fopen(path, "r");
+    char text[8192] = "";
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    text[n] = '\0';
+    if (f) fclose(f);
+    EXPECT(count_lines(text) == 4, "metrics.csv has %d lines, expected a header and rows 0, 20, 40", count_lines(text));
+    snprintf(path, sizeof path, "%s/zero/trace/steps.npy", test_tmpdir());
+    NpyArray steps;
+    char err[256];
+    EXPECT(npy_read(path, &steps, err, sizeof err) == 0, "%s", err);
+    EXPECT(steps.shape[0] == 3, "steps.npy has %ld snapshots, expected 3", steps.shape[0]);
+    npy_free(&steps);
+}
+
 const TestCase train_tests[] = {
     {"lowrank projection reconstructs", lowrank_projection_reconstructs},
     {"train trace matches checkpoint", trace_matches_checkpoint},
     {"train resume after kill is bitwise", resume_after_kill_is_bitwise},
+    {"train resume from step zero", resume_from_step_zero},
     {"train bad input rejected", bad_input_rejected},
     {"train existing run not overwritten", existing_run_not_overwritten},
     {"train NaN loss stops run", nan_loss_stops_run},

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "plot.h"
+#include "report_internal.h"
 #include "spectral.h"
 
 #define PATH_LEN 4096
@@ -21,20 +22,6 @@
 /* Accuracies are logged with 6 decimals, so "reached 1.0" allows for rounding. */
 #define ACCURACY_SLACK 1e-9
 
-/* One figure of index.html. */
-typedef struct {
-    char file[256];
-    char caption[512];
-} Figure;
-
-typedef struct {
-    const char *dir;
-    Figure *figures;
-    int n_figures, cap_figures;
-    char *err;
-    size_t errlen;
-} Report;
-
 static void set_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_error(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
@@ -43,8 +30,7 @@ static void set_error(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-static void add_figure(Report *rep, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void add_figure(Report *rep, const char *file, const char *fmt, ...) {
+void report_add_figure(Report *rep, const char *file, const char *fmt, ...) {
     if (rep->n_figures == rep->cap_figures) {
         rep->cap_figures = rep->cap_figures ? 2 * rep->cap_figures : 32;
         rep->figures = sd_realloc(rep->figures, (size_t)rep->cap_figures * sizeof(Figure));
@@ -57,8 +43,7 @@ static void add_figure(Report *rep, const char *file, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* mkdir -p. */
-static int make_dirs(const char *dir, char *err, size_t errlen) {
+int report_make_dirs(const char *dir, char *err, size_t errlen) {
     char buf[PATH_LEN];
     snprintf(buf, sizeof buf, "%s", dir);
     for (char *p = buf + 1;; p++) {
@@ -76,8 +61,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen) {
     return 0;
 }
 
-/* A parameter name as a file-name part: characters outside [A-Za-z0-9._-] become '_'. */
-static void file_part(const char *name, char *out, size_t len) {
+void report_file_part(const char *name, char *out, size_t len) {
     size_t i = 0;
     for (; name[i] && i + 1 < len; i++) {
         char c = name[i];
@@ -226,7 +210,7 @@ static int curves_figure(Report *rep, const RunData *run, int error) {
                                              "singular directions, short dashes: to the bottom ones"
                                            : "";
         if (rc == 0)
-            add_figure(rep, file, "%s over training steps, train and validation%s.",
+            report_add_figure(rep, file, "%s over training steps, train and validation%s.",
                        error ? "Error (1 - accuracy)" : "Loss (log scale)", lowrank);
     }
     for (int i = 0; i < n; i++) free(data[i]);
@@ -252,13 +236,13 @@ static int singular_value_figures(Report *rep, const RunData *run, const double 
         char title[512], file[400], part[300];
         snprintf(title, sizeof title, "%s: top singular values of %s (%d × %d)", run->name, mat->label, mat->m,
                  mat->n);
-        file_part(mat->name, part, sizeof part);
+        report_file_part(mat->name, part, sizeof part);
         snprintf(file, sizeof file, "singular_values_%s.png", part);
         PlotAxes axes = {title, "step", "singular value", 0, 0.0, 0.0, 0};
         int rc = draw_lines(rep, file, &axes, series, top);
         free(y);
         if (rc != 0) return rc;
-        add_figure(rep, file, "The %d largest singular values of %s (%d × %d) over training steps.", top, mat->name,
+        report_add_figure(rep, file, "The %d largest singular values of %s (%d × %d) over training steps.", top, mat->name,
                    mat->m, mat->n);
     }
     return 0;
@@ -285,7 +269,7 @@ static int effective_rank_figures(Report *rep, const RunData *run, const Spectra
     PlotAxes axes = {title, "step", "effective rank / r", 0, 0.0, fmin(1.0, 1.05 * top + 0.01), 0};
     int rc = draw_lines(rep, "effective_rank.png", &axes, series, n);
     if (rc == 0)
-        add_figure(rep, "effective_rank.png",
+        report_add_figure(rep, "effective_rank.png",
                    "Effective rank (exp of the entropy of the normalised singular values, divided by r = min(m, n)) "
                    "of every matrix over training steps.");
 
@@ -297,7 +281,7 @@ static int effective_rank_figures(Report *rep, const RunData *run, const Spectra
         if (height > 1400) height = 1400;
         rc = draw_heatmap(rep, "effective_rank_heatmap.png", height, &h);
         if (rc == 0)
-            add_figure(rep, "effective_rank_heatmap.png",
+            report_add_figure(rep, "effective_rank_heatmap.png",
                        "Effective rank / r of every matrix (rows, in model order) over training steps; colour range "
                        "0 to 1.");
     }
@@ -326,7 +310,7 @@ static int sva_figures(Report *rep, const RunData *run, const double *x) {
         }
         char title[512], file[400], part[300];
         snprintf(title, sizeof title, "%s: SVA of %s with step %ld", run->name, mat->label, run->steps[ref]);
-        file_part(mat->name, part, sizeof part);
+        report_file_part(mat->name, part, sizeof part);
         snprintf(file, sizeof file, "sva_%s.png", part);
         PlotHeatmap h = {title, "step", "singular vector index", "singular vector agreement", x,
                          (int)T, k, NULL, values, 0.0, 1.0, COLORMAP_MAGMA};
@@ -334,7 +318,7 @@ static int sva_figures(Report *rep, const RunData *run, const double *x) {
         free(values);
         free(diag);
         if (rc != 0) return rc;
-        add_figure(rep, file,
+        report_add_figure(rep, file,
                    "Singular vector agreement of %s: diagonal of |U_tᵀ U_ref| ⊙ |V_tᵀ V_ref| for the top %d "
                    "singular vectors against the final snapshot (step %ld); 1 means the same direction.",
                    mat->name, k, run->steps[ref]);
@@ -364,7 +348,7 @@ static int alignment_figures(Report *rep, const RunData *run, const double *x) {
             free(scores);
             return rc;
         }
-        add_figure(rep, file,
+        report_add_figure(rep, file,
                    "Alignment of consecutive layers %s → %s%s: |⟨u_i(%s), v_i(%s)⟩| for the top %d singular "
                    "directions.",
                    pair->from, pair->to, pair->head >= 0 ? " (one attention head)" : "", pair->from, pair->to,
@@ -380,7 +364,7 @@ static int alignment_figures(Report *rep, const RunData *run, const double *x) {
     PlotAxes axes = {title, "step", "mean top-k alignment", 0, 0.0, 1.0, 0};
     int rc = draw_lines(rep, "alignment_scores.png", &axes, series, run->n_pairs);
     if (rc == 0)
-        add_figure(rep, "alignment_scores.png",
+        report_add_figure(rep, "alignment_scores.png",
                    "Alignment score of each consecutive layer pair (mean of the top-k diagonal) over training steps.");
     free(series);
     free(scores);
@@ -492,7 +476,7 @@ static cJSON *run_summary(const RunData *run, const SpectralTable *table) {
     return root;
 }
 
-static int write_json(const Report *rep, cJSON *root) {
+int report_write_json(const Report *rep, cJSON *root) {
     char path[PATH_LEN];
     snprintf(path, sizeof path, "%s/summary.json", rep->dir);
     char *text = cJSON_Print(root);
@@ -517,7 +501,7 @@ static void html_escaped(FILE *f, const char *s) {
     }
 }
 
-static int write_index(const Report *rep, const char *title, const char *intro) {
+int report_write_index(const Report *rep, const char *title, const char *intro) {
     char path[PATH_LEN];
     snprintf(path, sizeof path, "%s/index.html", rep->dir);
     FILE *f = fopen(path, "w");
@@ -555,7 +539,7 @@ static int write_index(const Report *rep, const char *title, const char *intro) 
 /* ---- entry points ----------------------------------------------------------- */
 
 int report_run(const RunData *run, const char *out_dir, char *err, size_t errlen) {
-    if (make_dirs(out_dir, err, errlen) != 0) return -1;
+    if (report_make_dirs(out_dir, err, errlen) != 0) return -1;
     Report rep = {.dir = out_dir, .err = err, .errlen = errlen};
     SpectralTable table = {0};
     double *x = NULL;
@@ -573,7 +557,7 @@ int report_run(const RunData *run, const char *out_dir, char *err, size_t errlen
     }
     if (rc == 0) {
         cJSON *summary = run_summary(run, &table);
-        rc = write_json(&rep, summary);
+        rc = report_write_json(&rep, summary);
         cJSON_Delete(summary);
     }
     if (rc == 0) {
@@ -590,7 +574,7 @@ int report_run(const RunData *run, const char *out_dir, char *err, size_t errlen
                      "Run directory %s: %ld metrics rows up to step %.0f; tracing was disabled (trace.every = 0), "
                      "so there are no spectral figures.",
                      run->dir, run->metrics.n_rows, metrics_value(&run->metrics, run->metrics.n_rows - 1, "step"));
-        rc = write_index(&rep, title, intro);
+        rc = report_write_index(&rep, title, intro);
     }
     spectral_table_free(&table);
     free(x);
@@ -620,7 +604,7 @@ static int compare_accuracy(Report *rep, const RunData *runs, int n_runs, const 
     PlotAxes axes = {"accuracy", "step", "accuracy", 0, 0.0, 1.02, 0};
     int rc = n ? draw_lines(rep, "compare_accuracy.png", &axes, series, n) : 0;
     if (rc == 0 && n)
-        add_figure(rep, "compare_accuracy.png",
+        report_add_figure(rep, "compare_accuracy.png",
                    "Validation accuracy (solid) and train accuracy (dashed) of each run over training steps.");
     for (int i = 0; i < 3 * n_runs; i++) free(buffers[i]);
     free(buffers);
@@ -652,11 +636,11 @@ static int compare_matrix_rank(Report *rep, const RunData *runs, int n_runs, con
     }
     char title[512], file[400], part[300];
     snprintf(title, sizeof title, "effective rank of %s", first->label);
-    file_part(first->name, part, sizeof part);
+    report_file_part(first->name, part, sizeof part);
     snprintf(file, sizeof file, "compare_effective_rank_%s.png", part);
     PlotAxes axes = {title, "step", "effective rank / r", 0, 0.0, 0.0, 0};
     int rc = draw_lines(rep, file, &axes, series, n);
-    if (rc == 0) add_figure(rep, file, "Effective rank / r of %s in each run over training steps.", first->name);
+    if (rc == 0) report_add_figure(rep, file, "Effective rank / r of %s in each run over training steps.", first->name);
     for (int i = 0; i < 2 * n_runs; i++) free(buffers[i]);
     free(buffers);
     free(series);
@@ -664,7 +648,7 @@ static int compare_matrix_rank(Report *rep, const RunData *runs, int n_runs, con
 }
 
 int report_compare(const RunData *runs, int n_runs, const char *out_dir, char *err, size_t errlen) {
-    if (make_dirs(out_dir, err, errlen) != 0) return -1;
+    if (report_make_dirs(out_dir, err, errlen) != 0) return -1;
     Report rep = {.dir = out_dir, .err = err, .errlen = errlen};
 
     /* Runs are labelled by directory name, or by the path given when two names clash. */
@@ -695,7 +679,7 @@ int report_compare(const RunData *runs, int n_runs, const char *out_dir, char *e
             cJSON_AddItemToArray(list, run_summary(&runs[r], &table));
             spectral_table_free(&table);
         }
-        rc = write_json(&rep, root);
+        rc = report_write_json(&rep, root);
         cJSON_Delete(root);
     }
     if (rc == 0) {
@@ -703,7 +687,7 @@ int report_compare(const RunData *runs, int n_runs, const char *out_dir, char *e
         for (int r = 0; r < n_runs; r++)
             snprintf(intro + strlen(intro), sizeof intro - strlen(intro), "%s %s", r ? "," : "", runs[r].dir);
         snprintf(intro + strlen(intro), sizeof intro - strlen(intro), ".");
-        rc = write_index(&rep, "specdyn comparison", intro);
+        rc = report_write_index(&rep, "specdyn comparison", intro);
     }
     free(names);
     free(rep.figures);

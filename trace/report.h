@@ -30,6 +30,20 @@ int report_run(const RunData *run, const char *out_dir, char *err, size_t errlen
  * summary.json holding each run's summary. Return 0, or -1 with a message. */
 int report_compare(const RunData *runs, int n_runs, const char *out_dir, char *err, size_t errlen);
 
+/* Write the report of the sweep in sweep_dir (a directory with the sweep.json
+ * that ./sweep writes) into out_dir: runs that differ only by seed are
+ * grouped, and the figures show means with ±1 sample standard deviation:
+ *   sweep_final_accuracy.png          final validation and train accuracy
+ *                                     against the x key (weight decay when it
+ *                                     is a grid key, else the first grid key)
+ *   sweep_final_effective_rank.png    final effective rank of every traced
+ *                                     matrix against the x key (one file per
+ *                                     combination of the other grid keys)
+ *   sweep_effective_rank_NAME.png     effective rank over steps per grid point
+ *   sweep_effective_rank.csv, summary.json (per-group means and std), index.html
+ * Runs without data yet are left out. Return 0, or -1 with a message. */
+int report_sweep_dir(const char *sweep_dir, const char *out_dir, char *err, size_t errlen);
+
 /* Return the index of the first metrics row at or after which column reaches
  * threshold (value >= threshold), or -1 when it never does. */
 long report_first_reaching(const MetricsTable *t, const char *column, double threshold);
