@@ -30,7 +30,6 @@
 void openblas_set_num_threads(int num_threads);
 
 #define ERR_LEN 1024
-#define EVAL_CHUNK 8192
 
 static void usage(FILE *out) {
     fputs("usage: train CONFIG.ini [section.key=value ...]\n"
@@ -182,12 +181,15 @@ static long batch_count(const Trainer *tr) {
 /* Loss and accuracy over a whole split, without recording. */
 static void evaluate(Trainer *tr, Split split, double *loss, double *acc) {
     long n = split == SPLIT_TRAIN ? tr->task->n_train : tr->task->n_val;
-    long *idx = sd_malloc((size_t)EVAL_CHUNK * sizeof *idx);
+    long chunk = tr->task->eval_batch;
+    long *idx = sd_malloc((size_t)chunk * sizeof *idx);
     double total = 0.0;
     long correct = 0;
+    /* Evaluation mode: no tape, running BatchNorm statistics, no dropout. */
     tr->graph.recording = 0;
-    for (long start = 0; start < n; start += EVAL_CHUNK) {
-        long count = n - start < EVAL_CHUNK ? n - start : EVAL_CHUNK;
+    tr->graph.training = 0;
+    for (long start = 0; start < n; start += chunk) {
+        long count = n - start < chunk ? n - start : chunk;
         for (long i = 0; i < count; i++) idx[i] = start + i;
         graph_reset(&tr->graph);
         Tensor *l = tr->task->forward(tr->task, &tr->graph, split, idx, count, &correct);
@@ -195,6 +197,7 @@ static void evaluate(Trainer *tr, Split split, double *loss, double *acc) {
     }
     graph_reset(&tr->graph);
     tr->graph.recording = 1;
+    tr->graph.training = 1;
     free(idx);
     *loss = total / (double)n;
     *acc = (double)correct / (double)n;
@@ -283,8 +286,12 @@ static void train_step(Trainer *tr, double lr) {
     params_zero_grad(tr->ps);
     long n = batch_count(tr);
     for (int micro = 0; micro < tr->cfg.accumulate; micro++) {
-        select_batch(tr, tr->step * tr->cfg.accumulate + micro);
+        long micro_index = tr->step * tr->cfg.accumulate + micro;
+        select_batch(tr, micro_index);
         graph_reset(&tr->graph);
+        /* Dropout and augmentation draw from a stream of their own per
+         * micro-batch, so a resumed run replays them exactly. */
+        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_STEP + (uint64_t)micro_index);
         long correct = 0;
         Tensor *loss = tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, tr->batch_idx, n, &correct);
         float value = loss->data[0];

@@ -58,9 +58,11 @@ typedef struct {
 #define MAX_INCL(x) BOUND_INCLUSIVE, (x)
 #define MAX_EXCL(x) BOUND_EXCLUSIVE, (x)
 
-static const char *const TASK_WORDS[] = {"modular", NULL};
+static const char *const TASK_WORDS[] = {"modular", "images", NULL};
+static const char *const DATASET_WORDS[] = {"fashion_mnist", "mnist", "cifar10", "cifar100", "folder", NULL};
 static const char *const OP_WORDS[] = {"add", "sub", "mul", NULL};
-static const char *const ARCH_WORDS[] = {"transformer", "mlp", NULL};
+static const char *const ARCH_WORDS[] = {"transformer", "mlp", "lenet", "vgg11", "vgg13",
+                                         "vgg16", "vgg19", "resnet20", NULL};
 static const char *const POSITIONAL_WORDS[] = {"sinusoidal", "learned", NULL};
 static const char *const ACTIVATION_WORDS[] = {"relu", "gelu", NULL};
 static const char *const OPTIMIZER_WORDS[] = {"sgd", "adam", "adamw", NULL};
@@ -79,16 +81,30 @@ static const KeySpec SCHEMA[] = {
      "OpenMP and OpenBLAS threads"},
 
     {"task", "name", TYPE_ENUM, FIELD(task), "modular", NO_MIN, NO_MAX, TASK_WORDS,
-     "task: modular arithmetic"},
+     "task: modular arithmetic or images (image classification)"},
     {"task", "p", TYPE_INT, FIELD(p), "113", MIN_INCL(3), MAX_INCL(1000), NULL,
      "modulus"},
     {"task", "op", TYPE_ENUM, FIELD(op), "add", NO_MIN, NO_MAX, OP_WORDS,
      "operation: add, sub or mul"},
     {"task", "train_frac", TYPE_DOUBLE, FIELD(train_frac), "0.3", MIN_EXCL(0), MAX_EXCL(1), NULL,
      "fraction of all pairs used for training"},
+    {"task", "dataset", TYPE_ENUM, FIELD(dataset), "fashion_mnist", NO_MIN, NO_MAX, DATASET_WORDS,
+     "images: fashion_mnist, mnist (IDX files), cifar10, cifar100 (binary batches) or folder"},
+    {"task", "path", TYPE_STRING, FIELD(data_path), "", NO_MIN, NO_MAX, NULL,
+     "images: data directory; empty: /usr/share/datasets/fashion-mnist for fashion_mnist"},
+    {"task", "image_size", TYPE_INT, FIELD(image_size), "0", MIN_INCL(0), MAX_INCL(1024), NULL,
+     "images: side in pixels after resizing; 0 keeps the stored size (folder needs a size)"},
+    {"task", "augment", TYPE_BOOL, FIELD(augment), "false", NO_MIN, NO_MAX, NULL,
+     "images: random crop with padding image_size/8 and horizontal flip of training images"},
+    {"task", "random_labels", TYPE_BOOL, FIELD(random_labels), "false", NO_MIN, NO_MAX, NULL,
+     "images: replace every training label by a uniformly random one, fixed by the seed"},
+    {"task", "label_noise", TYPE_DOUBLE, FIELD(label_noise), "0", MIN_INCL(0), MAX_INCL(1), NULL,
+     "images: probability that a training label is redrawn uniformly at random"},
+    {"task", "train_subset", TYPE_LONG, FIELD(train_subset), "0", MIN_INCL(0), NO_MAX, NULL,
+     "images: number of training examples kept, a seeded sample; 0 keeps all"},
 
     {"model", "arch", TYPE_ENUM, FIELD(arch), "transformer", NO_MIN, NO_MAX, ARCH_WORDS,
-     "architecture: transformer or mlp"},
+     "architecture: transformer, mlp, or for images lenet, vgg11, vgg13, vgg16, vgg19, resnet20"},
     {"model", "d_model", TYPE_INT, FIELD(d_model), "128", MIN_INCL(1), NO_MAX, NULL,
      "transformer width"},
     {"model", "n_heads", TYPE_INT, FIELD(n_heads), "4", MIN_INCL(1), NO_MAX, NULL,
@@ -107,6 +123,10 @@ static const KeySpec SCHEMA[] = {
      "MLP architecture: hidden width"},
     {"model", "depth", TYPE_INT, FIELD(depth), "4", MIN_INCL(1), NO_MAX, NULL,
      "MLP architecture: hidden layers"},
+    {"model", "width", TYPE_DOUBLE, FIELD(width), "1", MIN_EXCL(0), MAX_INCL(64), NULL,
+     "image classifiers: channel multiplier"},
+    {"model", "dropout", TYPE_DOUBLE, FIELD(dropout), "0", MIN_INCL(0), MAX_EXCL(1), NULL,
+     "lenet, vgg and resnet20: dropout probability before the last linear layer"},
 
     {"optim", "name", TYPE_ENUM, FIELD(optimizer), "adamw", NO_MIN, NO_MAX, OPTIMIZER_WORDS,
      "optimiser: sgd, adam or adamw"},
@@ -923,6 +943,26 @@ static int check_cross_keys(const Config *cfg, char *err, size_t errlen) {
     if (strcmp(cfg->arch, "transformer") == 0 && cfg->d_model % cfg->n_heads != 0) {
         set_error(err, errlen, "[model] d_model = %d is not divisible by n_heads = %d",
                   cfg->d_model, cfg->n_heads);
+        return -1;
+    }
+    int images = strcmp(cfg->task, "images") == 0;
+    if (images && strcmp(cfg->arch, "transformer") == 0) {
+        set_error(err, errlen, "[model] arch = transformer does not classify images; use lenet, vgg11, vgg13, "
+                               "vgg16, vgg19, resnet20 or mlp with [task] name = images");
+        return -1;
+    }
+    if (!images && strcmp(cfg->arch, "transformer") != 0 && strcmp(cfg->arch, "mlp") != 0) {
+        set_error(err, errlen, "[model] arch = %s needs [task] name = images", cfg->arch);
+        return -1;
+    }
+    if (images && strcmp(cfg->dataset, "folder") == 0 && (cfg->image_size == 0 || cfg->data_path[0] == '\0')) {
+        set_error(err, errlen, "[task] dataset = folder needs path and image_size (images are resized to it)");
+        return -1;
+    }
+    if (images && (strcmp(cfg->dataset, "cifar10") == 0 || strcmp(cfg->dataset, "cifar100") == 0) &&
+        cfg->data_path[0] == '\0') {
+        set_error(err, errlen, "[task] dataset = %s needs path: the directory of the binary batches "
+                               "(no Debian package ships them)", cfg->dataset);
         return -1;
     }
     int warms_up = strcmp(cfg->schedule, "warmup") == 0 ||

@@ -23,13 +23,20 @@ typedef struct {
     int threads;                   /* 1..256: OpenMP and OpenBLAS threads */
 
     /* [task] */
-    char task[CONFIG_STR];         /* "modular" */
+    char task[CONFIG_STR];         /* "modular" or "images" */
     int p;                         /* modulus, 3..1000 */
     char op[CONFIG_STR];           /* "add", "sub", "mul" */
     double train_frac;             /* in (0, 1) */
+    char dataset[CONFIG_STR];      /* images: "fashion_mnist", "mnist", "cifar10", "cifar100", "folder" */
+    char data_path[CONFIG_STR];    /* images: data directory; "" means the dataset's default */
+    int image_size;                /* images: side S after resizing, 0..1024; 0 keeps the stored size */
+    int augment;                   /* bool: random crop (padding S/8) and horizontal flip of training images */
+    int random_labels;             /* bool: every training label drawn uniformly at random, fixed by the seed */
+    double label_noise;            /* in [0, 1]: probability that a training label is redrawn uniformly */
+    long train_subset;             /* >= 0: training examples kept (a seeded sample); 0 keeps all */
 
     /* [model] */
-    char arch[CONFIG_STR];         /* "transformer" or "mlp" */
+    char arch[CONFIG_STR];         /* "transformer", "mlp", "lenet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20" */
     int d_model;                   /* transformer width, >= 1 */
     int n_heads;                   /* >= 1, divides d_model */
     int d_mlp;                     /* transformer MLP width, >= 1 */
@@ -39,6 +46,8 @@ typedef struct {
     char activation[CONFIG_STR];   /* "relu" or "gelu" */
     int hidden;                    /* MLP hidden width, >= 1 */
     int depth;                     /* MLP hidden layers, >= 1 */
+    double width;                  /* image classifiers: channel multiplier, in (0, 64] */
+    double dropout;                /* image classifiers: dropout before the last linear layer, in [0, 1) */
 
     /* [optim] */
     char optimizer[CONFIG_STR];    /* "sgd", "adam", "adamw" */

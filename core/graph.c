@@ -29,6 +29,12 @@ static const OpInfo op_table[] = {
     [OP_LAYERNORM] = {"layernorm", layernorm_backward},
     [OP_CROSS_ENTROPY] = {"cross_entropy", cross_entropy_backward},
     [OP_MSE] = {"mse", mse_backward},
+    [OP_CONV2D] = {"conv2d", conv2d_backward},
+    [OP_MAX_POOL2D] = {"max_pool2d", max_pool2d_backward},
+    [OP_AVG_POOL2D] = {"avg_pool2d", avg_pool2d_backward},
+    [OP_GLOBAL_AVG_POOL] = {"global_avg_pool", global_avg_pool_backward},
+    [OP_BATCHNORM] = {"batchnorm", batchnorm_backward},
+    [OP_DROPOUT] = {"dropout", dropout_backward},
 };
 static_assert(sizeof op_table / sizeof op_table[0] == OP_COUNT, "op_table must list every OpKind");
 
@@ -41,6 +47,8 @@ void graph_init(Graph *g) {
     memset(g, 0, sizeof *g);
     arena_init(&g->arena, (size_t)64 << 20);
     g->recording = 1;
+    g->training = 1;
+    rng_seed(&g->rng, 0, 0);
 }
 
 void graph_reset(Graph *g) {

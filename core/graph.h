@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 
+#include "rng.h"
 #include "tensor.h"
 
 typedef enum {
@@ -29,6 +30,12 @@ typedef enum {
     OP_LAYERNORM,
     OP_CROSS_ENTROPY,
     OP_MSE,
+    OP_CONV2D,
+    OP_MAX_POOL2D,
+    OP_AVG_POOL2D,
+    OP_GLOBAL_AVG_POOL,
+    OP_BATCHNORM,
+    OP_DROPOUT,
     OP_COUNT
 } OpKind;
 
@@ -52,8 +59,14 @@ typedef struct {
     TapeEntry *tape;
     int n, cap;
     int recording;                /* 1: ops allocate gradients and record themselves */
+    int training;                 /* 1: batch norm uses and updates batch statistics and dropout
+                                   * drops; 0: evaluation (running statistics, no dropout) */
+    Rng rng;                      /* random stream of dropout and data augmentation; the trainer
+                                   * reseeds it per micro-batch from (seed, step) so a resumed run
+                                   * draws the same numbers */
 } Graph;
 
+/* Start an empty graph: recording and training on, rng seeded from (0, 0). */
 void graph_init(Graph *g);
 /* Forget the tape and release every arena tensor (keeps the memory). */
 void graph_reset(Graph *g);

@@ -5,7 +5,9 @@
  *
  * Dimension letters: R rows (any leading dimensions flattened), B batch,
  * T sequence length, D model width, V vocabulary, C classes. Weights are
- * stored (out, in), as in PyTorch, so a linear layer computes x Wᵀ + b. */
+ * stored (out, in), as in PyTorch, so a linear layer computes x Wᵀ + b.
+ * Image ops use NCHW: N batch, C channels, H height, W width; O output
+ * channels, KH × KW kernel, OH × OW output size. */
 #ifndef SD_OPS_H
 #define SD_OPS_H
 
@@ -49,5 +51,31 @@ Tensor *op_cross_entropy(Graph *g, Tensor *logits, const int *labels);
 /* Mean squared error over all elements of pred and target (same shapes);
  * target receives no gradient. Returns a one-element tensor. */
 Tensor *op_mse(Graph *g, Tensor *pred, Tensor *target);
+
+/* 2-D convolution (cross-correlation, as nn.Conv2d): x [N, C, H, W],
+ * w [O, C, KH, KW], b [O] or NULL, zero padding on every side; returns
+ * [N, O, OH, OW] with OH = (H + 2 padding − KH) / stride + 1 (floor). */
+Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int padding);
+/* Max pooling of x [N, C, H, W] over kernel × kernel windows (padding with
+ * −inf, floor mode); the first maximum in a window takes the gradient. */
+Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding);
+/* Average pooling (floor mode, zero padding counted in the divisor kernel²,
+ * as nn.AvgPool2d's default count_include_pad = True). */
+Tensor *op_avg_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding);
+/* y[N, C] = mean over H, W of x[N, C, H, W]. */
+Tensor *op_global_avg_pool(Graph *g, Tensor *x);
+/* Batch normalisation of x [N, C] or [N, C, H, W] per channel C:
+ * y = (x − mean) / sqrt(var + eps) ⊙ gamma + beta; gamma, beta [C].
+ * With g->training set, mean and the biased var come from the batch, and
+ * running_mean, running_var [C] (store buffers, or NULL to leave none) move
+ * as running = (1 − momentum) running + momentum · batch statistic, the
+ * variance unbiased there (nn.BatchNorm semantics). With training off the
+ * running statistics normalise and stay unchanged. */
+Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean,
+                     Tensor *running_var, float momentum, float eps);
+/* Inverted dropout: with g->training set each element is zeroed with
+ * probability p (drawn from g->rng) and the rest scaled by 1 / (1 − p);
+ * otherwise, or with p = 0, returns x itself. */
+Tensor *op_dropout(Graph *g, Tensor *x, float p);
 
 #endif

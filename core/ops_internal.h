@@ -25,6 +25,12 @@ void attention_backward(TapeEntry *e);
 void layernorm_backward(TapeEntry *e);
 void cross_entropy_backward(TapeEntry *e);
 void mse_backward(TapeEntry *e);
+void conv2d_backward(TapeEntry *e);
+void max_pool2d_backward(TapeEntry *e);
+void avg_pool2d_backward(TapeEntry *e);
+void global_avg_pool_backward(TapeEntry *e);
+void batchnorm_backward(TapeEntry *e);
+void dropout_backward(TapeEntry *e);
 
 /* Abort with the op name, the failed condition and the shapes of up to three tensors. */
 void shape_check_failed(const char *file, int line, const char *op, const char *cond,

@@ -74,7 +74,10 @@ void optim_step(Optimizer *o, ParamStore *ps, double lr) {
     int states = optim_state_count(o);
     for (int k = 0; k < ps->count; k++) {
         Param *p = &ps->params[k];
+        /* Buffers get (zero) state too, because checkpoint loading expects
+         * every entry's optimiser state once a step has been taken. */
         ensure_state(p, states);
+        if (!p->trainable) continue;
         int decays = !o->decay_matrices_only || p->t.ndim >= 2;
         float wd = decays ? (float)o->weight_decay : 0.0f;
         switch (o->kind) {

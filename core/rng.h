@@ -24,6 +24,9 @@ double rng_normal(Rng *g);
 void rng_shuffle(Rng *g, int *v, long n);
 
 /* Stream numbers used by the trainer, listed once so no two components share one. */
-enum { RNG_STREAM_INIT = 1, RNG_STREAM_SPLIT = 2, RNG_STREAM_EPOCH = 1000 };
+enum { RNG_STREAM_INIT = 1, RNG_STREAM_SPLIT = 2, RNG_STREAM_LABELS = 3, RNG_STREAM_EPOCH = 1000 };
+/* Base of the per-micro-batch streams (dropout, augmentation): micro-batch m
+ * uses RNG_STREAM_STEP + m, far above any epoch stream. */
+#define RNG_STREAM_STEP ((uint64_t)1 << 40)
 
 #endif

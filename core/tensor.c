@@ -143,7 +143,8 @@ const char *tensor_shape_str(const Tensor *t, char *buf, size_t len) {
     return buf;
 }
 
-Tensor *params_add(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape) {
+static Tensor *store_add(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape,
+                         int trainable) {
     if (ps->count >= PARAM_MAX) sd_fail("too many parameters (limit %d)", PARAM_MAX);
     if (strlen(name) >= PARAM_NAME_MAX) sd_fail("parameter name '%s' is too long", name);
     if (params_find(ps, name)) sd_fail("duplicate parameter name '%s'", name);
@@ -154,8 +155,17 @@ Tensor *params_add(ParamStore *ps, const char *name, ParamRole role, int ndim, c
     set_shape(&p->t, ndim, shape);
     p->t.data = sd_calloc((size_t)p->t.size, sizeof(float));
     p->t.grad = sd_calloc((size_t)p->t.size, sizeof(float));
-    ps->total_size += p->t.size;
+    p->trainable = trainable;
+    if (trainable) ps->total_size += p->t.size;
     return &p->t;
+}
+
+Tensor *params_add(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape) {
+    return store_add(ps, name, role, ndim, shape, 1);
+}
+
+Tensor *params_add_buffer(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape) {
+    return store_add(ps, name, role, ndim, shape, 0);
 }
 
 Param *params_find(ParamStore *ps, const char *name) {

@@ -93,18 +93,24 @@ typedef struct {
     char name[PARAM_NAME_MAX];   /* dotted PyTorch-style name, e.g. "blocks.0.attn.wq.weight" */
     ParamRole role;
     Tensor t;                    /* data and grad owned by the store */
+    int trainable;               /* 1: a parameter; 0: a buffer (batch-norm running statistics),
+                                  * saved in checkpoints but skipped by the optimiser */
     float *state[2];             /* optimiser state: momentum buffer or (exp_avg, exp_avg_sq); NULL until used */
 } Param;
 
 typedef struct {
     Param params[PARAM_MAX];     /* fixed capacity, so Tensor pointers stay valid */
     int count;
-    long total_size;
+    long total_size;             /* elements of trainable parameters; buffers excluded */
 } ParamStore;
 
 /* Add a zero-initialised parameter with a zeroed gradient and return its
  * tensor. Names must be unique; exits on a duplicate or a full store. */
 Tensor *params_add(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape);
+/* Add a zero-initialised buffer: persistent state that is checkpointed like a
+ * parameter but never updated by the optimiser (trainable = 0). Its gradient
+ * is allocated and stays zero, so code that walks every entry's grad works. */
+Tensor *params_add_buffer(ParamStore *ps, const char *name, ParamRole role, int ndim, const int *shape);
 /* Two consecutive layers whose singular vectors are compared: the output
  * space of `from` against the input space of `to`. For a weight stored
  * (out, in) the output space is spanned by its left singular vectors and the

@@ -88,11 +88,7 @@ static void modular_free(Task *t) {
     free(t);
 }
 
-Task *task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen) {
-    if (strcmp(cfg->task, "modular") != 0) {
-        snprintf(err, errlen, "[task] name = %s: unknown task", cfg->task);
-        return NULL;
-    }
+Task *modular_task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen) {
     int p = cfg->p;
     long total = (long)p * p;
     long n_train = (long)floor(cfg->train_frac * (double)total);
@@ -143,14 +139,11 @@ Task *task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen) {
     t->name = "modular";
     t->n_train = n_train;
     t->n_val = total - n_train;
+    t->eval_batch = 8192; /* activations of 8192 three-token inputs take about 50 MB */
     t->forward = modular_forward;
     t->free = modular_free;
     t->impl = m;
     t->n_pairs = m->use_mlp ? mlp_pairs(&m->mlp, t->pairs, LAYER_PAIRS_MAX)
                             : transformer_pairs(&m->tf, t->pairs, LAYER_PAIRS_MAX);
     return t;
-}
-
-void task_free(Task *t) {
-    if (t) t->free(t);
 }

@@ -13,6 +13,7 @@ typedef struct Task Task;
 struct Task {
     const char *name;
     long n_train, n_val;
+    long eval_batch;    /* examples per forward pass when evaluating a whole split */
     /* Forward examples idx[0..n) of split; return the mean loss (one element)
      * and add the number of correctly classified examples to *correct. */
     Tensor *(*forward)(Task *t, Graph *g, Split split, const long *idx, long n, long *correct);
@@ -28,5 +29,9 @@ struct Task {
  * with a message in err. */
 Task *task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen);
 void task_free(Task *t);
+
+/* The tasks task_create dispatches to, with its contract. */
+Task *modular_task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen);
+Task *images_task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen);
 
 #endif

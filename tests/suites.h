@@ -15,6 +15,9 @@ extern const TestCase safetensors_tests[];
 extern const TestCase config_tests[];
 extern const TestCase grad_tests[];
 extern const TestCase golden_tests[];
+extern const TestCase grad_conv_tests[];
+extern const TestCase golden_conv_tests[];
+extern const TestCase images_tests[];
 extern const TestCase train_tests[];
 extern const TestCase spectral_tests[];
 extern const TestCase report_tests[];
@@ -25,6 +28,9 @@ static const TestCase *const all_suites[] = {
     config_tests,
     grad_tests,
     golden_tests,
+    grad_conv_tests,
+    golden_conv_tests,
+    images_tests,
     train_tests,
     spectral_tests,
     report_tests,
