@@ -98,6 +98,28 @@ int checkpoint_save(const char *run_dir, long step, double wall_seconds, const P
     return 0;
 }
 
+void checkpoint_remove_after(const char *run_dir, long step) {
+    char dir[1100], path[1400];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    /* Temporary files of writes a kill interrupted. */
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    while (d && (ent = readdir(d))) {
+        if (!strstr(ent->d_name, ".safetensors.tmp.")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        if (remove(path) != 0) sd_warn("cannot remove '%s': %s", path, strerror(errno));
+    }
+    if (d) closedir(d);
+    long *steps;
+    int count = list_checkpoints(dir, &steps);
+    for (int i = 0; i < count; i++) {
+        if (steps[i] <= step) continue;
+        checkpoint_path(path, sizeof path, run_dir, steps[i]);
+        if (remove(path) != 0) sd_warn("cannot remove checkpoint '%s': %s", path, strerror(errno));
+    }
+    free(steps);
+}
+
 /* Copy tensor name from f into dst (size elements, shape of like); -1 with a message on mismatch. */
 static int copy_tensor(const StFile *f, const char *path, const char *name, const Tensor *like, float *dst,
                        char *err, size_t errlen) {
@@ -160,6 +182,11 @@ static int load_one(const char *path, ParamStore *ps, Optimizer *o, long *step, 
     int states = o->step > 0 ? optim_state_count(o) : 0;
     for (int i = 0; i < ps->count; i++) {
         Param *p = &ps->params[i];
+        /* Drop state a failed load of a newer checkpoint may have left. */
+        for (int s = states; s < 2; s++) {
+            free(p->state[s]);
+            p->state[s] = NULL;
+        }
         if (copy_tensor(f, path, p->name, &p->t, p->t.data, err, errlen) != 0) goto fail;
         for (int s = 0; s < states; s++) {
             char name[PARAM_NAME_MAX + 32];

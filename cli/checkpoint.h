@@ -22,6 +22,12 @@ int checkpoint_save(const char *run_dir, long step, double wall_seconds, const P
 long checkpoint_load_latest(const char *run_dir, ParamStore *ps, Optimizer *o, double *wall_seconds,
                             char *err, size_t errlen);
 
+/* Delete the checkpoints of steps after step (left by a run resumed from an
+ * older checkpoint because a newer one was unreadable), so that pruning to
+ * the newest keep_checkpoints never removes the run's good ones, and the
+ * temporary files of checkpoint writes that a kill interrupted. */
+void checkpoint_remove_after(const char *run_dir, long step);
+
 /* Load one checkpoint file's parameters into ps (optimiser state ignored).
  * Return its step, or -1 with a message in err. */
 long checkpoint_load_params(const char *path, ParamStore *ps, char *err, size_t errlen);

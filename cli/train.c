@@ -114,11 +114,9 @@ typedef struct {
     double wall_offset;        /* wall seconds of earlier sessions of this run */
     double start;
     /* data order */
-    long *batch_idx;           /* [micro-batch size] */
-    int *epoch_perm;           /* [n_train] permutation of the current epoch */
-    long perm_epoch;
-    long micro_batch;          /* examples per micro-batch */
-    long micro_per_epoch;
+    long *batch_idx;           /* [batch_count] examples of the current step */
+    int *epoch_perm[2];        /* [n_train] permutations of two epochs */
+    long perm_epoch[2];        /* the epochs they belong to, -1 for none */
     /* running training metrics since the last evaluation */
     double loss_sum;
     long correct_sum, seen_sum, loss_count;
@@ -154,28 +152,42 @@ static void schedule_from_config(const Config *c, Schedule *s) {
     s->min_factor = c->min_factor;
 }
 
-/* Fill tr->batch_idx with micro-batch number mb (counted from the start of
- * training). Epoch e's order is a shuffle seeded by (seed, e), so any
- * micro-batch can be reproduced after a resume without saved state. */
-static void select_batch(Trainer *tr, long mb) {
-    long n_train = tr->task->n_train;
-    if (tr->micro_batch >= n_train) {
+/* Examples per optimiser step: train.batch_size, or the whole training set. */
+static long batch_count(const Trainer *tr) {
+    return tr->cfg.batch_size >= tr->task->n_train ? tr->task->n_train : tr->cfg.batch_size;
+}
+
+/* Permutation of the training set for epoch e: a shuffle seeded by (seed,
+ * e), so any step's batch can be rebuilt after a resume without saved state.
+ * Two epochs are cached because a batch may straddle an epoch boundary. */
+static const int *epoch_order(Trainer *tr, long epoch) {
+    int slot = (int)(epoch & 1);
+    if (tr->perm_epoch[slot] != epoch) {
+        long n = tr->task->n_train;
+        int *perm = tr->epoch_perm[slot];
+        for (long i = 0; i < n; i++) perm[i] = (int)i;
+        Rng g;
+        rng_seed(&g, (uint64_t)tr->cfg.seed, RNG_STREAM_EPOCH + (uint64_t)epoch);
+        rng_shuffle(&g, perm, n);
+        tr->perm_epoch[slot] = epoch;
+    }
+    return tr->epoch_perm[slot];
+}
+
+/* Fill tr->batch_idx with the batch_count(tr) examples of the given step.
+ * Full batch: every training example in order. Otherwise step s takes
+ * positions s·B .. (s+1)·B − 1 of the concatenated epoch permutations, so
+ * every epoch visits each example exactly once. */
+static void select_batch(Trainer *tr, long step) {
+    long n_train = tr->task->n_train, batch = batch_count(tr);
+    if (batch == n_train) {
         for (long i = 0; i < n_train; i++) tr->batch_idx[i] = i;
         return;
     }
-    long epoch = mb / tr->micro_per_epoch, within = mb % tr->micro_per_epoch;
-    if (epoch != tr->perm_epoch) {
-        for (long i = 0; i < n_train; i++) tr->epoch_perm[i] = (int)i;
-        Rng g;
-        rng_seed(&g, (uint64_t)tr->cfg.seed, RNG_STREAM_EPOCH + (uint64_t)epoch);
-        rng_shuffle(&g, tr->epoch_perm, n_train);
-        tr->perm_epoch = epoch;
+    for (long i = 0; i < batch; i++) {
+        long pos = step * batch + i;
+        tr->batch_idx[i] = epoch_order(tr, pos / n_train)[pos % n_train];
     }
-    for (long i = 0; i < tr->micro_batch; i++) tr->batch_idx[i] = tr->epoch_perm[(within * tr->micro_batch + i) % n_train];
-}
-
-static long batch_count(const Trainer *tr) {
-    return tr->micro_batch >= tr->task->n_train ? tr->task->n_train : tr->micro_batch;
 }
 
 /* Loss and accuracy over a whole split, without recording. */
@@ -253,7 +265,7 @@ static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double
     } else {
         evaluate(tr, SPLIT_TRAIN, &train_loss, &train_acc); /* step 0: no batches yet */
     }
-    double epoch = (double)(tr->step * tr->cfg.accumulate) * (double)batch_count(tr) / (double)tr->task->n_train;
+    double epoch = (double)tr->step * (double)batch_count(tr) / (double)tr->task->n_train;
     fprintf(tr->metrics, "%ld,%.6g,%.9g,%.9g,%.6f,%.9g,%.6f,%.3f", tr->step, epoch, lr, train_loss, train_acc, val_loss,
             val_acc, wall_now(tr));
     if (tr->cfg.trace_prune > 0) {
@@ -281,30 +293,33 @@ static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double
     *loss_out = train_loss;
 }
 
-/* One optimiser step: accumulate gradients over the micro-batches, clip, update. */
+/* One optimiser step: the step's batch is split into train.accumulate
+ * contiguous micro-batches whose losses are weighted by their share of the
+ * batch, so the gradient is that of the mean loss over the whole batch. */
 static void train_step(Trainer *tr, double lr) {
     params_zero_grad(tr->ps);
-    long n = batch_count(tr);
-    for (int micro = 0; micro < tr->cfg.accumulate; micro++) {
-        long micro_index = tr->step * tr->cfg.accumulate + micro;
-        select_batch(tr, micro_index);
+    long batch = batch_count(tr);
+    int micros = tr->cfg.accumulate;
+    select_batch(tr, tr->step);
+    for (int micro = 0; micro < micros; micro++) {
+        long start = batch * micro / micros, end = batch * (micro + 1) / micros;
         graph_reset(&tr->graph);
         /* Dropout and augmentation draw from a stream of their own per
          * micro-batch, so a resumed run replays them exactly. */
-        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_STEP + (uint64_t)micro_index);
+        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_STEP + (uint64_t)(tr->step * micros + micro));
         long correct = 0;
-        Tensor *loss = tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, tr->batch_idx, n, &correct);
+        Tensor *loss = tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, tr->batch_idx + start, end - start, &correct);
         float value = loss->data[0];
         if (!isfinite(value))
             sd_fail("training loss is %s at step %ld; stopping. The last good checkpoint is kept in %s/checkpoints",
                     isnan(value) ? "NaN" : "infinite", tr->step + 1, tr->run_dir);
-        if (tr->cfg.accumulate > 1) loss = op_scale(&tr->graph, loss, 1.0f / (float)tr->cfg.accumulate);
+        if (micros > 1) loss = op_scale(&tr->graph, loss, (float)(end - start) / (float)batch);
         graph_backward(&tr->graph, loss);
-        tr->loss_sum += (double)value;
-        tr->loss_count++;
+        tr->loss_sum += (double)value * (double)(end - start) / (double)batch;
         tr->correct_sum += correct;
-        tr->seen_sum += n;
+        tr->seen_sum += end - start;
     }
+    tr->loss_count++;
     graph_reset(&tr->graph);
     if (tr->cfg.clip > 0.0) clip_grad_norm(tr->ps, tr->cfg.clip);
     optim_step(&tr->opt, tr->ps, lr);
@@ -381,12 +396,14 @@ int main(int argc, char **argv) {
     optimizer_from_config(&tr->cfg, &tr->opt);
     schedule_from_config(&tr->cfg, &tr->sched);
     graph_init(&tr->graph);
-    tr->micro_batch = tr->cfg.batch_size;
     long n_train = tr->task->n_train;
-    tr->micro_per_epoch = (n_train + tr->micro_batch - 1) / tr->micro_batch;
-    tr->batch_idx = sd_malloc((size_t)(tr->micro_batch < n_train ? tr->micro_batch : n_train) * sizeof(long));
-    tr->epoch_perm = sd_malloc((size_t)n_train * sizeof(int));
-    tr->perm_epoch = -1;
+    if (tr->cfg.accumulate > batch_count(tr))
+        sd_fail("[train] accumulate = %d exceeds the %ld examples per step", tr->cfg.accumulate, batch_count(tr));
+    tr->batch_idx = sd_malloc((size_t)batch_count(tr) * sizeof(long));
+    for (int i = 0; i < 2; i++) {
+        tr->epoch_perm[i] = sd_malloc((size_t)n_train * sizeof(int));
+        tr->perm_epoch[i] = -1;
+    }
     tr->train_full_step = tr->val_95_step = -1;
     tr->tty = isatty(STDERR_FILENO);
 
@@ -411,8 +428,11 @@ int main(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);
         if (config_write(&tr->cfg, path, err, sizeof err) != 0) sd_fail("%s", err);
         truncate_metrics(metrics_path, keep_step, tr->cfg.trace_prune > 0);
+        checkpoint_remove_after(tr->run_dir, tr->step);
         snprintf(path, sizeof path, "%s/trace/steps.npy", tr->run_dir);
-        int have_trace = path_exists(path);
+        /* From step 0 nothing of the trace is kept, so it is created anew; this
+         * also recovers a start killed while it was creating the files. */
+        int have_trace = path_exists(path) && keep_step >= 0;
         if (tr->cfg.trace_every > 0) {
             tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, have_trace,
                                      keep_step, err, sizeof err);
@@ -485,6 +505,7 @@ int main(int argc, char **argv) {
     free(tr->ps);
     graph_free(&tr->graph);
     free(tr->batch_idx);
-    free(tr->epoch_perm);
+    free(tr->epoch_perm[0]);
+    free(tr->epoch_perm[1]);
     return 0;
 }

@@ -114,7 +114,7 @@ static const KeySpec SCHEMA[] = {
     {"model", "n_layers", TYPE_INT, FIELD(n_layers), "1", MIN_INCL(1), NO_MAX, NULL,
      "transformer blocks"},
     {"model", "layernorm", TYPE_BOOL, FIELD(layernorm), "false", NO_MIN, NO_MAX, NULL,
-     "pre-LN blocks and a final LayerNorm"},
+     "LayerNorm before attention and MLP (pre-LN blocks)"},
     {"model", "positional", TYPE_ENUM, FIELD(positional), "sinusoidal", NO_MIN, NO_MAX,
      POSITIONAL_WORDS, "positional embedding: sinusoidal or learned"},
     {"model", "activation", TYPE_ENUM, FIELD(activation), "relu", NO_MIN, NO_MAX,
@@ -988,6 +988,13 @@ static int check_cross_keys(const Config *cfg, char *err, size_t errlen) {
                       cfg->milestones[i], cfg->milestones[i - 1]);
             return -1;
         }
+    }
+    if (cfg->checkpoint_every % cfg->eval_every != 0) {
+        /* Metrics rows average the training loss since the previous row; a
+         * checkpoint between rows would lose that running sum on resume. */
+        set_error(err, errlen, "[train] checkpoint_every = %ld must be a multiple of eval_every = %ld",
+                  cfg->checkpoint_every, cfg->eval_every);
+        return -1;
     }
     if (cfg->accumulate > cfg->batch_size) {
         set_error(err, errlen, "[train] accumulate = %d exceeds batch_size = %ld",

@@ -41,7 +41,7 @@ typedef struct {
     int n_heads;                   /* >= 1, divides d_model */
     int d_mlp;                     /* transformer MLP width, >= 1 */
     int n_layers;                  /* transformer blocks, >= 1 */
-    int layernorm;                 /* bool: pre-LN blocks and a final LN when true */
+    int layernorm;                 /* bool: LayerNorm before attention and MLP when true */
     char positional[CONFIG_STR];   /* "sinusoidal" or "learned" */
     char activation[CONFIG_STR];   /* "relu" or "gelu" */
     int hidden;                    /* MLP hidden width, >= 1 */

@@ -2,8 +2,11 @@
  *
  * Each op appends one TapeEntry (its kind, inputs, output and whatever its
  * backward needs) while g->recording is set; graph_backward() walks the tape
- * in reverse and calls each op's backward, which only accumulates into input
- * gradients (zeroing parameter gradients is the explicit params_zero_grad()).
+ * in reverse and calls each op's backward. A backward writes input gradients
+ * through tensor_grad_claim(): the first write to a fresh arena tensor stores,
+ * later ones add, and an op that writes only part of a gradient zero-fills it
+ * first with tensor_grad_claim_zeroed(). Parameter gradients always add;
+ * zeroing them is the explicit params_zero_grad().
  * With recording off (evaluation) ops allocate no gradients and tape nothing.
  * All op outputs live in the graph's arena until graph_reset(). */
 #ifndef SD_GRAPH_H

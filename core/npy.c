@@ -570,18 +570,20 @@ NpyAppender *npy_reopen(const char *path, NpyDtype dtype, int n_tail, const long
     }
     if (keep_rows == -1) keep_rows = rows;
 
-    /* Cut trailing bytes (rows beyond keep_rows, or the data of an append
-     * whose header update never happened) before lowering the row count. */
+    /* Lower the row count in the header first, then cut the bytes beyond it
+     * (dropped rows, or the data of an append whose header update never
+     * happened). A kill between the two leaves trailing bytes, which readers
+     * ignore; the other order would leave a header promising missing rows. */
+    a->shape[0] = rows;
+    if (keep_rows != rows) {
+        if (write_header(a, keep_rows, err, errlen) < 0) goto fail;
+        a->shape[0] = keep_rows;
+    }
     off_t keep_size = (off_t)h.header_bytes + (off_t)((size_t)keep_rows * a->row_bytes);
     if (st.st_size != keep_size && ftruncate(a->fd, keep_size) < 0) {
         set_error(err, errlen, "truncating '%s' to %ld rows failed: %s", path, keep_rows,
                   strerror(errno));
         goto fail;
-    }
-    a->shape[0] = rows;
-    if (keep_rows != rows) {
-        if (write_header(a, keep_rows, err, errlen) < 0) goto fail;
-        a->shape[0] = keep_rows;
     }
     return a;
 

@@ -49,7 +49,7 @@ void shape_check_failed(const char *file, int line, const char *op, const char *
  * dst[i] += v otherwise. The branch is loop-invariant. */
 #define GRAD_PUT(store, dst, i, v) ((store) ? (void)((dst)[i] = (v)) : (void)((dst)[i] += (v)))
 
-/* Allocate an op output: with a zeroed gradient when needs_grad. */
+/* Allocate an op output, with an unset gradient (see tensor_grad_claim) when needs_grad. */
 Tensor *op_output(Graph *g, int ndim, const int *shape, int needs_grad);
 
 #endif

@@ -2,6 +2,7 @@
 #include "tensor.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -108,6 +109,13 @@ Tensor *tensor_new(Arena *a, int ndim, const int *shape, int with_grad) {
     if (with_grad) {
         t->grad_unset = arena_alloc(a, 1);
         *t->grad_unset = 1;
+        /* With SPECDYN_POISON_GRADS set (the tests set it) an unset gradient
+         * starts as NaN, so a backward that adds to it without claiming it
+         * first poisons every result downstream instead of reading stale memory. */
+        static int poison = -1;
+        if (poison < 0) poison = getenv("SPECDYN_POISON_GRADS") != NULL;
+        if (poison)
+            for (long i = 0; i < t->size; i++) t->grad[i] = NAN;
     }
     return t;
 }

@@ -33,6 +33,8 @@ int test_close(double a, double b, double rtol, double atol) {
 
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
+    /* Unset op gradients start as NaN so a missing zero-fill fails loudly. */
+    setenv("SPECDYN_POISON_GRADS", "1", 1);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/specdyn-test-XXXXXX");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");

@@ -21,7 +21,7 @@
 /* Run a shell command, capture stdout and stderr into out, return its exit status. */
 static int run(const char *cmd, char *out, size_t len) {
     char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    if (snprintf(full, sizeof full, "%s 2>&1", cmd) >= (int)sizeof full) return -1;
     FILE *p = popen(full, "r");
     if (!p) return -1;
     size_t n = fread(out, 1, len - 1, p);
@@ -45,13 +45,17 @@ static void write_sweep(const char *name, const char *body, char *path, size_t l
 
 static long last_checkpoint(const char *run_dir) {
     char path[2048];
-    snprintf(path, sizeof path, "%s/checkpoints", run_dir);
+    if (snprintf(path, sizeof path, "%s/checkpoints", run_dir) >= (int)sizeof path) return -1;
     DIR *d = opendir(path);
     long latest = -1;
     struct dirent *ent;
     while (d && (ent = readdir(d))) {
         long step;
-        if (sscanf(ent->d_name, "step_%ld.safetensors", &step) == 1 && step > latest) latest = step;
+        int end = 0;
+        /* A killed write leaves step_N.safetensors.tmp.PID, which is no checkpoint. */
+        if (sscanf(ent->d_name, "step_%ld.safetensors%n", &step, &end) == 1 && ent->d_name[end] == '\0' &&
+            step > latest)
+            latest = step;
     }
     if (d) closedir(d);
     return latest;
@@ -216,10 +220,7 @@ static int start_and_kill_sweep(const char *sweep, const char *watch_dir) {
     if (pid == 0) {
         setpgid(0, 0);
         if (!freopen("/dev/null", "w", stderr)) _exit(127);
-        /* NOTE: trace.prune=0 because ./train --resume from the step-0 checkpoint of a
-         * run whose step-0 snapshot exists aborts in tracer_project() when
-         * trace.prune > 0; that is a ./train bug, not a ./sweep one. */
-        execl("./sweep", "./sweep", sweep, "--jobs", "2", "train.steps=200", "trace.prune=0", (char *)NULL);
+        execl("./sweep", "./sweep", sweep, "--jobs", "2", "train.steps=200", (char *)NULL);
         _exit(127);
     }
     setpgid(pid, pid);
@@ -267,7 +268,7 @@ static void kill_and_rerun_does_missing_work(void) {
     }
     EXPECT(unfinished > 0, "every run finished before the kill");
 
-    snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 train.steps=200 trace.prune=0", sweep);
+    snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 train.steps=200", sweep);
     int status = run(cmd, out, sizeof out);
     EXPECT(status == 0, "rerun after SIGKILL failed (%d): %s", status, out);
     for (int i = 0; i < 4; i++) {

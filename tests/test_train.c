@@ -201,12 +201,19 @@ static void resume_after_kill_is_bitwise(void) {
         }
     }
     char a[1024], b[1024];
-    snprintf(a, sizeof a, "cut -d, -f1-7 %s/straight/metrics.csv > %s/m1 && cut -d, -f1-7 %s/killed/metrics.csv > %s/m2",
+    /* Every column but wall_seconds (8) must agree, the low-rank ones included. */
+    snprintf(a, sizeof a, "cut -d, -f1-7,9- %s/straight/metrics.csv > %s/m1 && cut -d, -f1-7,9- %s/killed/metrics.csv > %s/m2",
              test_tmpdir(), test_tmpdir(), test_tmpdir(), test_tmpdir());
     EXPECT(run(a, out, sizeof out) == 0, "cut failed: %s", out);
     snprintf(a, sizeof a, "%s/m1", test_tmpdir());
     snprintf(b, sizeof b, "%s/m2", test_tmpdir());
     EXPECT(files_equal(a, b), "metrics.csv (without wall time) differs after resume");
+    for (int i = 0; i < 11; i++) {
+        /* The alignment of every consecutive layer pair, per snapshot. */
+        snprintf(a, sizeof a, "%s/straight/trace/align/%04d.npy", test_tmpdir(), i);
+        snprintf(b, sizeof b, "%s/killed/trace/align/%04d.npy", test_tmpdir(), i);
+        EXPECT(files_equal(a, b), "trace/align/%04d.npy differs after resume", i);
+    }
 
     /* Resuming a finished run does nothing and succeeds. */
     status = run(cmd, out, sizeof out);
@@ -244,7 +251,7 @@ static void bad_input_rejected(void) {
         {"/nonexistent/config.ini", "cannot read config '/nonexistent/config.ini'"},
         {a1, "bad.ini:2: unknown key 'learning_rate' in [optim] (did you mean 'lr'?)"},
         {a2, "section.ini:1: unknown section [optimiser]"},
-        {TINY " task.p=2", "p"},
+        {TINY " task.p=2", "override 'task.p=2': must be in [3, 1000]"},
         {TINY " task.p=abc", "not an integer"},
         {TINY " task.train_frac=1.0", "train_frac"},
         {TINY " task.train_frac=0", "train_frac"},
