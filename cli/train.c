@@ -362,7 +362,12 @@ int main(int argc, char **argv) {
         snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", tr->run_dir);
         if (!path_exists(tr->run_dir)) sd_fail("run directory '%s' not found", tr->run_dir);
         if (!path_exists(cfg_path)) sd_fail("'%s' is not a run directory: it has no config.ini", tr->run_dir);
+        Config recorded;
+        load_config(&recorded, cfg_path, argc, argv, argc, 1);
         load_config(&tr->cfg, cfg_path, argc, argv, 3, 1);
+        if (tr->cfg.steps < recorded.steps)
+            sd_fail("train.steps=%ld is below the run's %ld steps; --resume can only extend a run", tr->cfg.steps,
+                    recorded.steps);
     } else {
         if (argv[1][0] == '-') {
             fprintf(stderr, "specdyn: error: unknown option '%s'\n", argv[1]);
@@ -440,7 +445,8 @@ int main(int argc, char **argv) {
                 tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, have_trace, keep_step, err, sizeof err) != 0)
                 sd_fail("%s", err);
         }
-        fprintf(stderr, "resuming %s at step %ld of %ld\n", tr->run_dir, tr->step, tr->cfg.steps);
+        fprintf(stderr, "resuming %s at step %ld of %ld (its newest checkpoint; later steps are redone)\n",
+                tr->run_dir, tr->step, tr->cfg.steps);
     } else {
         make_dirs(tr->cfg.out_dir);
         if (access(tr->cfg.out_dir, W_OK) != 0) sd_fail("output directory '%s' is not writable", tr->cfg.out_dir);
