@@ -283,7 +283,8 @@ static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double
         }
     }
     fputc('\n', tr->metrics);
-    fflush(tr->metrics);
+    if (fflush(tr->metrics) != 0 || ferror(tr->metrics))
+        sd_fail("writing %s/metrics.csv failed at step %ld: %s", tr->run_dir, tr->step, strerror(errno));
     if (tr->train_full_step < 0 && train_acc >= 1.0) tr->train_full_step = tr->step;
     if (tr->val_95_step < 0 && val_acc >= 0.95) tr->val_95_step = tr->step;
     tr->loss_sum = 0.0;

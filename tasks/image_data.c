@@ -187,7 +187,8 @@ int cifar_load(const char *const *paths, int n_paths, int fine_label, ImageSet *
             snprintf(err, errlen, "cannot open '%s': %s", paths[i], strerror(errno));
             goto fail;
         }
-        while (fread(buf, 1, (size_t)record, f) == (size_t)record) {
+        /* at < total: a file that grew after it was sized must not overrun the buffers. */
+        while (at < total && fread(buf, 1, (size_t)record, f) == (size_t)record) {
             out->labels[at] = buf[fine_label ? 1 : 0];
             if (out->labels[at] + 1 > out->classes) out->classes = out->labels[at] + 1;
             memcpy(out->pixels + (size_t)at * CIFAR_PIXELS, buf + record - CIFAR_PIXELS, CIFAR_PIXELS);
