@@ -104,6 +104,24 @@ int svd_top(const float *a, int m, int n, int k, float *s, float *u, float *vt, 
     return rc;
 }
 
+/* Write root (consumed) as t->dir/name through a temporary file and a rename. */
+static int write_json(const Tracer *t, const char *name, cJSON *root, char *err, size_t errlen) {
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof path, "%s/%s", t->dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = 0;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int write_layers_json(const Tracer *t, char *err, size_t errlen) {
     cJSON *root = cJSON_CreateArray();
     for (int i = 0; i < t->count; i++) {
@@ -120,20 +138,7 @@ static int write_layers_json(const Tracer *t, char *err, size_t errlen) {
         cJSON_AddNumberToObject(o, "vectors", tm->k);
         cJSON_AddItemToArray(root, o);
     }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    char path[1100], tmp[1200];
-    snprintf(path, sizeof path, "%s/layers.json", t->dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
-    free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return write_json(t, "layers.json", root, err, errlen);
 }
 
 static NpyAppender *open_file(const Tracer *t, const char *name, const char *suffix, NpyDtype dtype, int n_tail,
@@ -355,20 +360,7 @@ int tracer_set_pairs(Tracer *t, const LayerPair *pairs, int n_pairs, int resume,
         cJSON_AddStringToObject(o, "file", file);
         cJSON_AddItemToArray(root, o);
     }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    char path[1100], tmp[1200];
-    snprintf(path, sizeof path, "%s/pairs.json", t->dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (f && fclose(f) != 0) ok = 0;
-    free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
+    return write_json(t, "pairs.json", root, err, errlen);
 }
 
 void tracer_project(Tracer *t, double frac, int keep_top) {
