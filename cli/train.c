@@ -51,19 +51,6 @@ static int path_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-/* mkdir -p for out_dir; exits naming the directory on failure. */
-static void make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) sd_fail("cannot create directory '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) sd_fail("cannot create directory '%s': %s", buf, strerror(errno));
-}
-
 /* ---- metrics.csv ---------------------------------------------------------- */
 
 static const char *METRICS_HEADER = "step,epoch,lr,train_loss,train_acc,val_loss,val_acc,wall_seconds";
@@ -449,7 +436,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "resuming %s at step %ld of %ld (its newest checkpoint; later steps are redone)\n",
                 tr->run_dir, tr->step, tr->cfg.steps);
     } else {
-        make_dirs(tr->cfg.out_dir);
+        if (sd_make_dirs(tr->cfg.out_dir, err, sizeof err) != 0) sd_fail("%s", err);
         if (access(tr->cfg.out_dir, W_OK) != 0) sd_fail("output directory '%s' is not writable", tr->cfg.out_dir);
         if (mkdir(tr->run_dir, 0777) != 0) sd_fail("cannot create run directory '%s': %s", tr->run_dir, strerror(errno));
         snprintf(path, sizeof path, "%s/config.ini", tr->run_dir);

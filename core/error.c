@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void sd_fail(const char *fmt, ...) {
     va_list ap;
@@ -78,4 +79,25 @@ void sd_fread(void *buf, size_t size, size_t count, FILE *f, const char *path) {
 
 void sd_fclose(FILE *f, const char *path) {
     if (fclose(f) != 0) sd_fail("closing '%s' failed: %s", path, strerror(errno));
+}
+
+int sd_make_dirs(const char *dir, char *err, size_t errlen) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        snprintf(err, errlen, "directory path '%.64s...' is too long", dir);
+        return -1;
+    }
+    for (char *p = buf + 1;; p++) {
+        int end = *p == '\0';
+        if (*p == '/' || end) {
+            *p = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "cannot create directory '%s': %s", buf, strerror(errno));
+                return -1;
+            }
+            if (end) break;
+            *p = '/';
+        }
+    }
+    return 0;
 }

@@ -38,6 +38,10 @@ FILE *sd_fopen(const char *path, const char *mode);
 /* fwrite/fread of exactly count items, or sd_fail naming the path. */
 void sd_fwrite(const void *buf, size_t size, size_t count, FILE *f, const char *path);
 void sd_fread(void *buf, size_t size, size_t count, FILE *f, const char *path);
+/* Create dir and any missing parents (mkdir -p). Return 0, or -1 with one
+ * line in err naming the directory that could not be created. */
+int sd_make_dirs(const char *dir, char *err, size_t errlen);
+
 /* fclose, or sd_fail naming the path (catches a full disk on buffered writes). */
 void sd_fclose(FILE *f, const char *path);
 

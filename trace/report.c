@@ -43,24 +43,6 @@ void report_add_figure(Report *rep, const char *file, const char *fmt, ...) {
     va_end(ap);
 }
 
-int report_make_dirs(const char *dir, char *err, size_t errlen) {
-    char buf[PATH_LEN];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        int end = *p == '\0';
-        if (*p == '/' || end) {
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                set_error(err, errlen, "cannot create directory '%s': %s", buf, strerror(errno));
-                return -1;
-            }
-            if (end) break;
-            *p = '/';
-        }
-    }
-    return 0;
-}
-
 void report_file_part(const char *name, char *out, size_t len) {
     size_t i = 0;
     for (; name[i] && i + 1 < len; i++) {
@@ -539,7 +521,7 @@ int report_write_index(const Report *rep, const char *title, const char *intro) 
 /* ---- entry points ----------------------------------------------------------- */
 
 int report_run(const RunData *run, const char *out_dir, char *err, size_t errlen) {
-    if (report_make_dirs(out_dir, err, errlen) != 0) return -1;
+    if (sd_make_dirs(out_dir, err, errlen) != 0) return -1;
     Report rep = {.dir = out_dir, .err = err, .errlen = errlen};
     SpectralTable table = {0};
     double *x = NULL;
@@ -648,7 +630,7 @@ static int compare_matrix_rank(Report *rep, const RunData *runs, int n_runs, con
 }
 
 int report_compare(const RunData *runs, int n_runs, const char *out_dir, char *err, size_t errlen) {
-    if (report_make_dirs(out_dir, err, errlen) != 0) return -1;
+    if (sd_make_dirs(out_dir, err, errlen) != 0) return -1;
     Report rep = {.dir = out_dir, .err = err, .errlen = errlen};
 
     /* Runs are labelled by directory name, or by the path given when two names clash. */

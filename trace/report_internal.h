@@ -24,9 +24,6 @@ typedef struct {
 /* Append a figure with a printf-style caption to rep's index. */
 void report_add_figure(Report *rep, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* mkdir -p dir. Return 0, or -1 with a message naming the directory. */
-int report_make_dirs(const char *dir, char *err, size_t errlen);
-
 /* Write a parameter name as a file-name part into out: characters outside
  * [A-Za-z0-9._-] become '_'. */
 void report_file_part(const char *name, char *out, size_t len);

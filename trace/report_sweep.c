@@ -595,7 +595,7 @@ int report_sweep_dir(const char *sweep_dir, const char *out_dir, char *err, size
     int status = sweep_manifest_read(sweep_dir, &d.manifest, err, errlen);
     if (status == 1) set_error(err, errlen, "'%s' has no sweep.json, so it is not a sweep directory", sweep_dir);
     if (status != 0) return -1;
-    if (load_runs(&d, sweep_dir, err, errlen) != 0 || report_make_dirs(out_dir, err, errlen) != 0) {
+    if (load_runs(&d, sweep_dir, err, errlen) != 0 || sd_make_dirs(out_dir, err, errlen) != 0) {
         sweep_data_free(&d);
         return -1;
     }

@@ -594,26 +594,8 @@ long sweep_latest_checkpoint(const char *dir) {
 
 /* ---- the manifest ----------------------------------------------------------------- */
 
-static int make_dirs(const char *dir, char *err, size_t errlen) {
-    char buf[SWEEP_PATH];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1;; p++) {
-        int end = *p == '\0';
-        if (*p == '/' || end) {
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
-                set_error(err, errlen, "cannot create directory '%s': %s", buf, strerror(errno));
-                return -1;
-            }
-            if (end) break;
-            *p = '/';
-        }
-    }
-    return 0;
-}
-
 int sweep_write_manifest(const Sweep *s, char *err, size_t errlen) {
-    if (make_dirs(s->dir, err, errlen) != 0) return -1;
+    if (sd_make_dirs(s->dir, err, errlen) != 0) return -1;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", "specdyn-sweep");
     cJSON_AddNumberToObject(root, "version", 1);
