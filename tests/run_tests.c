@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "suites.h"
@@ -25,6 +27,22 @@ void test_fail(const char *file, int line, const char *expr, const char *fmt, ..
 }
 
 const char *test_tmpdir(void) { return tmpdir; }
+
+int test_run(const char *cmd, char *out, size_t len) {
+    char full[8192];
+    if (snprintf(full, sizeof full, "%s 2>&1", cmd) >= (int)sizeof full) return -1;
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int test_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
 
 int test_close(double a, double b, double rtol, double atol) {
     if (isnan(a) || isnan(b)) return 0;

@@ -10,6 +10,8 @@
 #ifndef SD_TEST_H
 #define SD_TEST_H
 
+#include <stddef.h>
+
 typedef struct {
     const char *name;
     void (*fn)(void);
@@ -26,6 +28,14 @@ const char *test_tmpdir(void);
     do {                                                                   \
         if (!(cond)) test_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);    \
     } while (0)
+
+/* Run a shell command with stderr joined to stdout, capture up to len - 1
+ * bytes of its output into out, and return its exit status (-1 when it did
+ * not exit normally or could not start). */
+int test_run(const char *cmd, char *out, size_t len);
+
+/* True when path exists (file or directory). */
+int test_exists(const char *path);
 
 /* |a - b| <= atol + rtol * |b|, with NaN never close. */
 int test_close(double a, double b, double rtol, double atol);

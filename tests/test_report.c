@@ -61,11 +61,6 @@ static void write_text(const char *path, const char *text) {
 
 static void make_dir(const char *path) { EXPECT(mkdir(path, 0777) == 0, "mkdir %s failed", path); }
 
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* An appendable .npy file with `rows` rows taken from data. */
 static void write_npy(const char *path, NpyDtype dtype, int n_tail, const long *tail, long rows, const void *data) {
     char err[512] = "";
@@ -249,7 +244,7 @@ static void report_tiny_run(void) {
         EXPECT(html && strstr(html, pngs[i]), "index.html does not show %s", pngs[i]);
     }
     snprintf(path, sizeof path, "%s/sva_unembed.weight.png", out);
-    EXPECT(!exists(path), "SVA figure drawn for a matrix without stored vectors");
+    EXPECT(!test_exists(path), "SVA figure drawn for a matrix without stored vectors");
     free(html);
 
     snprintf(path, sizeof path, "%s/summary.json", out);
@@ -406,9 +401,9 @@ static void report_without_trace(void) {
         EXPECT(is_png(path), "%s missing", path);
     }
     snprintf(path, sizeof path, "%s/summary.json", out);
-    EXPECT(exists(path), "summary.json missing");
+    EXPECT(test_exists(path), "summary.json missing");
     snprintf(path, sizeof path, "%s/effective_rank.png", out);
-    EXPECT(!exists(path), "effective rank figure drawn without a trace");
+    EXPECT(!test_exists(path), "effective rank figure drawn without a trace");
     run_free(&run);
 }
 
@@ -430,7 +425,7 @@ static void report_compare_runs(void) {
         EXPECT(is_png(path), "%s missing", path);
     }
     snprintf(path, sizeof path, "%s/index.html", out);
-    EXPECT(exists(path), "index.html missing");
+    EXPECT(test_exists(path), "index.html missing");
     run_free(&runs[0]);
     run_free(&runs[1]);
 }

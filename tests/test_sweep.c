@@ -18,23 +18,6 @@
 #define TINY "tests/fixtures/tiny.ini"
 #define STEPS "train.steps=40"
 
-/* Run a shell command, capture stdout and stderr into out, return its exit status. */
-static int run(const char *cmd, char *out, size_t len) {
-    char full[8192];
-    if (snprintf(full, sizeof full, "%s 2>&1", cmd) >= (int)sizeof full) return -1;
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* Write a sweep file named name.ini in the test directory with out_dir = tmp/name-runs. */
 static void write_sweep(const char *name, const char *body, char *path, size_t len) {
     snprintf(path, len, "%s/%s.ini", test_tmpdir(), name);
@@ -71,7 +54,7 @@ static void local_sweep_and_rerun(void) {
     char sweep[1024], cmd[10000], out[16384];
     write_sweep("local", "[grid]\noptim.weight_decay = 0, 1.0\nseeds = 0, 1\n", sweep, sizeof sweep);
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 " STEPS, sweep);
-    int status = run(cmd, out, sizeof out);
+    int status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "./sweep failed (%d): %s", status, out);
 
     const char *names[] = {"weight_decay_0-seed_0", "weight_decay_1.0-seed_0", "weight_decay_0-seed_1",
@@ -81,24 +64,24 @@ static void local_sweep_and_rerun(void) {
         snprintf(path, sizeof path, "%s/local-runs/local/%s", test_tmpdir(), names[i]);
         EXPECT(last_checkpoint(path) == 40, "%s: last checkpoint %ld, expected 40", names[i], last_checkpoint(path));
         snprintf(path, sizeof path, "%s/local-runs/local/%s/train.log", test_tmpdir(), names[i]);
-        EXPECT(exists(path), "%s has no train.log", names[i]);
+        EXPECT(test_exists(path), "%s has no train.log", names[i]);
     }
     snprintf(path, sizeof path, "%s/local-runs/local/weight_decay_1.0-seed_1/config.ini", test_tmpdir());
     snprintf(cmd, sizeof cmd, "grep -x 'weight_decay = 1' %s && grep -x 'seed = 1' %s && grep -x 'steps = 40' %s && "
                               "grep -x 'threads = 1' %s", path, path, path, path);
-    EXPECT(run(cmd, out, sizeof out) == 0, "config.ini does not record the grid point, override and threads");
+    EXPECT(test_run(cmd, out, sizeof out) == 0, "config.ini does not record the grid point, override and threads");
     snprintf(path, sizeof path, "%s/local-runs/local/sweep.json", test_tmpdir());
-    EXPECT(exists(path), "no sweep.json");
+    EXPECT(test_exists(path), "no sweep.json");
 
     /* The same command again skips every run. */
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 " STEPS, sweep);
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "rerun failed (%d): %s", status, out);
     EXPECT(strstr(out, "4 complete") && !strstr(out, "start "), "rerun started runs again: %s", out);
 
     /* A different override is an error naming the run and the key. */
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 train.steps=60", sweep);
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 1, "rerun with other overrides: status %d", status);
     EXPECT(strstr(out, "specdyn: error: run ") && strstr(out, "train.steps = 40") && strstr(out, "weight_decay_0-seed_0"),
            "mismatch message: %s", out);
@@ -106,13 +89,13 @@ static void local_sweep_and_rerun(void) {
 
     /* ./report aggregates over seeds. */
     snprintf(cmd, sizeof cmd, "./report %s/local-runs/local", test_tmpdir());
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "./report on the sweep failed: %s", out);
     const char *files[] = {"summary.json", "index.html", "sweep_final_accuracy.png", "sweep_final_effective_rank.png",
                            "sweep_effective_rank_blocks.0.mlp.w1.weight.png", "sweep_effective_rank.csv"};
     for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof path, "%s/local-runs/local/report/%s", test_tmpdir(), files[i]);
-        EXPECT(exists(path), "report has no %s", files[i]);
+        EXPECT(test_exists(path), "report has no %s", files[i]);
     }
     snprintf(path, sizeof path, "%s/local-runs/local/report/summary.json", test_tmpdir());
     FILE *f = fopen(path, "r");
@@ -153,14 +136,14 @@ static void bad_sweep_files_rejected(void) {
         snprintf(name, sizeof name, "bad%zu", i);
         write_sweep(name, cases[i].body, sweep, sizeof sweep);
         snprintf(cmd, sizeof cmd, "./sweep %s %s", sweep, cases[i].args);
-        int status = run(cmd, out, sizeof out);
+        int status = test_run(cmd, out, sizeof out);
         EXPECT(status == 1, "case %zu: status %d: %s", i, status, out);
         EXPECT(strncmp(out, "specdyn: error: ", 16) == 0 && count_occurrences(out, "\n") == 1,
                "case %zu: expected one error line: %s", i, out);
         EXPECT(strstr(out, cases[i].expected) != NULL, "case %zu: '%s' not in: %s", i, cases[i].expected, out);
         char dir[1024];
         snprintf(dir, sizeof dir, "%s/%s-runs", test_tmpdir(), name);
-        EXPECT(!exists(dir), "case %zu created %s", i, dir);
+        EXPECT(!test_exists(dir), "case %zu created %s", i, dir);
     }
 
     /* A missing base config. */
@@ -169,10 +152,10 @@ static void bad_sweep_files_rejected(void) {
     fprintf(f, "[sweep]\nbase = configs/no_such.ini\nout_dir = %s/nobase-runs\n[grid]\nseeds = 0\n", test_tmpdir());
     fclose(f);
     snprintf(cmd, sizeof cmd, "./sweep %s", sweep);
-    int status = run(cmd, out, sizeof out);
+    int status = test_run(cmd, out, sizeof out);
     EXPECT(status == 1 && strstr(out, "base config 'configs/no_such.ini' not found"), "missing base: %d %s", status, out);
     snprintf(cmd, sizeof cmd, "%s/nobase-runs", test_tmpdir());
-    EXPECT(!exists(cmd), "missing base created the output directory");
+    EXPECT(!test_exists(cmd), "missing base created the output directory");
 }
 
 static void slurm_script_runs_one_task(void) {
@@ -181,35 +164,35 @@ static void slurm_script_runs_one_task(void) {
                 sizeof sweep);
     snprintf(dir, sizeof dir, "%s/slurm-runs/slurm", test_tmpdir());
     snprintf(cmd, sizeof cmd, "./sweep %s --slurm " STEPS, sweep);
-    int status = run(cmd, out, sizeof out);
+    int status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "./sweep --slurm failed: %s", out);
 
     snprintf(cmd, sizeof cmd, "bash -n %s/slurm.sh", dir);
-    EXPECT(run(cmd, out, sizeof out) == 0, "bash -n slurm.sh: %s", out);
+    EXPECT(test_run(cmd, out, sizeof out) == 0, "bash -n slurm.sh: %s", out);
     snprintf(cmd, sizeof cmd, "grep -x '#SBATCH --array=0-5' %s/slurm.sh && grep -x '#SBATCH --requeue' %s/slurm.sh && "
                               "grep -x '#SBATCH --time=1:00:00' %s/slurm.sh", dir, dir, dir);
-    EXPECT(run(cmd, out, sizeof out) == 0, "slurm.sh lacks the array, requeue or time lines");
+    EXPECT(test_run(cmd, out, sizeof out) == 0, "slurm.sh lacks the array, requeue or time lines");
     snprintf(cmd, sizeof cmd, "wc -l < %s/tasks.txt", dir);
-    run(cmd, out, sizeof out);
+    test_run(cmd, out, sizeof out);
     EXPECT(atoi(out) == 6, "tasks.txt has %d lines, expected 6", atoi(out));
     snprintf(cmd, sizeof cmd, "ls -A %s | tr '\\n' ' '", dir);
-    run(cmd, out, sizeof out);
+    test_run(cmd, out, sizeof out);
     EXPECT(strcmp(out, "slurm.sh sweep.json tasks.txt ") == 0, "--slurm created other files: %s", out);
 
     /* Array task 4 is weight decay 0.1, seed 1 (seeds change slowest). */
     snprintf(cmd, sizeof cmd, "SLURM_ARRAY_TASK_ID=4 bash %s/slurm.sh", dir);
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "array task 4 failed: %s", out);
     snprintf(path, sizeof path, "%s/weight_decay_0.1-seed_1", dir);
     EXPECT(last_checkpoint(path) == 40, "task 4's run ended at checkpoint %ld", last_checkpoint(path));
 
     /* A requeued task resumes: the run is complete, so ./train returns at once. */
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0 && strstr(out, "already complete"), "rerun of task 4: %d %s", status, out);
 
     /* The local runner accepts the run the array task made. */
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 " STEPS " 2>&1 | head -1", sweep);
-    run(cmd, out, sizeof out);
+    test_run(cmd, out, sizeof out);
     EXPECT(strstr(out, "1 complete") != NULL, "local runner after the task: %s", out);
 }
 
@@ -263,13 +246,13 @@ static void kill_and_rerun_does_missing_work(void) {
     for (int i = 0; i < 4; i++) {
         char path[2048];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        before[i] = exists(path) ? last_checkpoint(path) : -2;
+        before[i] = test_exists(path) ? last_checkpoint(path) : -2;
         unfinished += before[i] < 200;
     }
     EXPECT(unfinished > 0, "every run finished before the kill");
 
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 train.steps=200", sweep);
-    int status = run(cmd, out, sizeof out);
+    int status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "rerun after SIGKILL failed (%d): %s", status, out);
     for (int i = 0; i < 4; i++) {
         char path[2048], name[600];
@@ -294,7 +277,7 @@ static void failing_run_is_reported(void) {
      * use a bad value in one grid point instead: lr = 1e30 diverges to NaN. */
     write_sweep("failing", "[grid]\noptim.lr = 3e-3, 1e30\n", sweep, sizeof sweep);
     snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 " STEPS, sweep);
-    int status = run(cmd, out, sizeof out);
+    int status = test_run(cmd, out, sizeof out);
     EXPECT(status == 1, "a sweep with a failing run should exit 1, got %d: %s", status, out);
     EXPECT(strstr(out, "FAILED lr_1e30-seed_3") && strstr(out, "specdyn: error:"),
            "failure report lacks the run name or its last stderr line: %s", out);

@@ -21,18 +21,6 @@
 
 #define TINY "tests/fixtures/tiny.ini"
 
-/* Run a shell command, capture stdout and stderr into out, return its exit status. */
-static int run(const char *cmd, char *out, size_t len) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static int count_lines(const char *s) {
     int n = 0;
     for (; *s; s++) n += *s == '\n';
@@ -42,7 +30,7 @@ static int count_lines(const char *s) {
 static void train_run(const char *name, const char *extra, char *out, size_t len, int *status) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "./train %s run.out_dir=%s run.name=%s %s", TINY, test_tmpdir(), name, extra);
-    *status = run(cmd, out, len);
+    *status = test_run(cmd, out, len);
 }
 
 static int files_equal(const char *a, const char *b) {
@@ -171,7 +159,7 @@ static void resume_after_kill_is_bitwise(void) {
     EXPECT(start_and_kill("killed", 100) == 0, "the run to kill ended before SIGKILL reached it");
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "./train --resume %s/killed", test_tmpdir());
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "resume failed: %s", out);
     EXPECT(strstr(out, "resuming") != NULL, "resume did not report where it started: %s", out);
 
@@ -204,7 +192,7 @@ static void resume_after_kill_is_bitwise(void) {
     /* Every column but wall_seconds (8) must agree, the low-rank ones included. */
     snprintf(a, sizeof a, "cut -d, -f1-7,9- %s/straight/metrics.csv > %s/m1 && cut -d, -f1-7,9- %s/killed/metrics.csv > %s/m2",
              test_tmpdir(), test_tmpdir(), test_tmpdir(), test_tmpdir());
-    EXPECT(run(a, out, sizeof out) == 0, "cut failed: %s", out);
+    EXPECT(test_run(a, out, sizeof out) == 0, "cut failed: %s", out);
     snprintf(a, sizeof a, "%s/m1", test_tmpdir());
     snprintf(b, sizeof b, "%s/m2", test_tmpdir());
     EXPECT(files_equal(a, b), "metrics.csv (without wall time) differs after resume");
@@ -216,7 +204,7 @@ static void resume_after_kill_is_bitwise(void) {
     }
 
     /* Resuming a finished run does nothing and succeeds. */
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0 && strstr(out, "already complete"), "resume of a finished run: status %d, %s", status, out);
 }
 
@@ -266,7 +254,7 @@ static void bad_input_rejected(void) {
         snprintf(cmdbuf, sizeof cmdbuf, "./train %s run.out_dir=%s run.name=bad%zu", cases[i].args, test_tmpdir(), i);
         if (strncmp(cases[i].args, "--resume", 8) == 0) snprintf(cmdbuf, sizeof cmdbuf, "./train %s", cases[i].args);
         if (cases[i].args == a3) snprintf(cmdbuf, sizeof cmdbuf, "./train %s run.name=bad%zu", cases[i].args, i);
-        int status = run(cmdbuf, out, sizeof out);
+        int status = test_run(cmdbuf, out, sizeof out);
         EXPECT(status != 0, "'%s' exited with 0", cmdbuf);
         EXPECT(strstr(out, cases[i].expected) != NULL, "'%s': expected '%s' in: %s", cmdbuf, cases[i].expected, out);
         EXPECT(count_lines(out) == 1 && strncmp(out, "specdyn: error: ", 16) == 0, "'%s': not one error line: %s",
@@ -372,7 +360,7 @@ static void resume_from_step_zero(void) {
     snprintf(path, sizeof path, "%s/zero/checkpoints/step_00000040.safetensors", test_tmpdir());
     EXPECT(remove(path) == 0, "cannot remove %s", path);
     snprintf(cmd, sizeof cmd, "./train --resume %s/zero", test_tmpdir());
-    status = run(cmd, out, sizeof out);
+    status = test_run(cmd, out, sizeof out);
     EXPECT(status == 0, "resume from step 0 failed: %s", out);
     snprintf(path, sizeof path, "%s/zero/metrics.csv", test_tmpdir());
     FILE *f = fopen(path, "r");
