@@ -80,7 +80,7 @@ class Xoshiro:
 
 
 def specdyn_split(p, seed, train_frac):
-    """The pair order of tasks/modular.c: a Fisher-Yates shuffle with stream 2."""
+    """Return the pair split of tasks/modular.c: a Fisher-Yates shuffle with stream 2."""
     order = list(range(p * p))
     g = Xoshiro(seed, 2)
     for i in range(len(order) - 1, 0, -1):
@@ -92,7 +92,7 @@ def specdyn_split(p, seed, train_frac):
 
 
 def python_split(p, seed, train_frac):
-    """The reference code's split: random.seed(seed); random.shuffle(pairs)."""
+    """Return the reference code's split: random.seed(seed); random.shuffle(pairs)."""
     pairs = [(i, j) for i in range(p) for j in range(p)]
     random.seed(seed)
     random.shuffle(pairs)

@@ -423,8 +423,8 @@ int main(int argc, char **argv) {
         truncate_metrics(metrics_path, keep_step, tr->cfg.trace_prune > 0);
         checkpoint_remove_after(tr->run_dir, tr->step);
         snprintf(path, sizeof path, "%s/trace/steps.npy", tr->run_dir);
-        /* From step 0 nothing of the trace is kept, so it is created anew; this
-         * also recovers a start killed while it was creating the files. */
+        /* From step 0 nothing of the trace is kept, so it is created anew. This
+         * also recovers a start that was killed while creating the files. */
         int have_trace = path_exists(path) && keep_step >= 0;
         if (tr->cfg.trace_every > 0) {
             tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, have_trace,

@@ -37,7 +37,7 @@ Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int batch, int seq
 Tensor *op_add_position(Graph *g, Tensor *x, Tensor *pos);
 /* y[B, n, D] = the last n positions of x[B, T, D]. */
 Tensor *op_take_last(Graph *g, Tensor *x, int n);
-/* Multi-head scaled dot-product attention. q[B, Tq, D] holds the queries of
+/* Multi-head scaled dot-product attention. q[B, Tq, D] contains the queries of
  * the last Tq of the T positions of k, v [B, T, D]; heads split D into
  * equal slices. With causal set, the query at position i attends to
  * positions <= i. Returns [B, Tq, D] (heads concatenated, before Wo). */

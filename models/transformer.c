@@ -136,7 +136,7 @@ Tensor *transformer_forward_last(Transformer *m, Graph *g, const int *tokens, in
         const TransformerBlock *b = &m->blocks[l];
         int last_block = l == c->n_layers - 1;
         /* Only the last position feeds the logits, so the final block needs
-         * queries, attention output and MLP there alone; keys and values still
+         * queries, attention output and MLP there alone. Keys and values still
          * cover every position. */
         int tq = last_block ? 1 : seq;
         Tensor *q, *k, *v, *residual;

@@ -1,5 +1,5 @@
 /* A task owns a data set and a model and turns a list of example indices
- * into a loss. The trainer sees only this interface and the parameter store,
+ * into a loss. The trainer uses only this interface and the parameter store,
  * so new data sets and model families plug in without touching it. */
 #ifndef SD_TASK_H
 #define SD_TASK_H

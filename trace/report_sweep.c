@@ -210,7 +210,7 @@ typedef struct {
  * at least a factor of 10 (or include 0) go on a log10 axis. A value of 0
  * has no place on a log axis, so it sits one decade left of the smallest
  * positive value, at a tick labelled 0 behind an axis break: weight decay 0
- * is the natural left end of a sweep over decades, and the break says that
+ * is the natural left end of a sweep over decades, and the break shows that
  * the distance to it means nothing. Other numeric values go on a linear
  * axis; non-numeric values are categories, in file order. */
 static void place_groups(SweepData *d, XAxis *ax) {

@@ -80,7 +80,7 @@ typedef struct {
  * config_override(), so an unknown key or invalid value fails as it would on
  * ./train's command line. A grid of more than max_runs runs is an error.
  * Return 0, or -1 with one line in err (naming the file and line where there
- * is one); on failure s holds nothing to free. Creates no file. */
+ * is one); on failure s owns nothing to free. Creates no file. */
 int sweep_load(Sweep *s, const char *path, char *const *overrides, int n_overrides, long max_runs, char *err,
                size_t errlen);
 

@@ -62,7 +62,7 @@ static int svd_full(const float *a, int m, int n, float *s, float *full_u, float
     for (int attempt = 0; attempt < 2; attempt++) {
         memcpy(copy, a, (size_t)m * n * sizeof(float));
         if (attempt == 1) {
-            /* Shift the diagonal by a tiny multiple of the largest entry; this
+            /* Shift the diagonal by a tiny multiple of the largest entry. This
              * breaks the degeneracy that stalls the divide-and-conquer solver
              * and changes singular values by about that amount. */
             float amax = 0.0f;
