@@ -15,7 +15,7 @@
 typedef struct Tensor {
     float *data;                 /* [size] */
     float *grad;                 /* [size]; NULL when no gradient flows into this tensor */
-    unsigned char *grad_unset;   /* arena tensors: shared flag, 1 while grad holds no value yet
+    unsigned char *grad_unset;   /* arena tensors: shared flag, 1 while grad has no value yet
                                   * (the first backward to reach it stores instead of adding,
                                   * which saves zero-filling); NULL: grad is always valid */
     int ndim;
@@ -50,7 +50,7 @@ Tensor *tensor_new(Arena *a, int ndim, const int *shape, int with_grad);
 Tensor *tensor_reshape(Arena *a, const Tensor *t, int ndim, const int *shape);
 /* Zero t's gradient and mark it valid, so that backward passes add to it. */
 void tensor_grad_zero(Tensor *t);
-/* Claim t's gradient for a backward write: return 1 when it holds no value
+/* Claim t's gradient for a backward write: return 1 when it has no value
  * yet, so the caller must store rather than add, and 0 when it must add. */
 static inline int tensor_grad_claim(Tensor *t) {
     if (t->grad_unset && *t->grad_unset) {

@@ -3,7 +3,7 @@
  * per class (stb_image).
  *
  * Pixels are stored as uint8 [N, C, H, W]. Every loader returns 0, or -1 with
- * one line in err naming the file and the problem; on failure *out holds
+ * one line in err naming the file and the problem. On failure *out owns
  * nothing that needs freeing. */
 #ifndef SD_IMAGE_DATA_H
 #define SD_IMAGE_DATA_H
