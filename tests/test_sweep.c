@@ -17,6 +17,7 @@
 
 #define TINY "tests/fixtures/tiny.ini"
 #define STEPS "train.steps=40"
+#define STEPS_QUOTED "'train.steps=40'"
 
 /* Write a sweep file named name.ini in the test directory with out_dir = tmp/name-runs. */
 static void write_sweep(const char *name, const char *body, char *path, size_t len) {
@@ -129,6 +130,9 @@ static void bad_sweep_files_rejected(void) {
         {"[grid]\noptim.weight_decay = 0, 1\n", "optim.weight_decay=0.5", "is a grid key"},
         {"[grid]\nweight_decay = 0, 1\n", "", "not of the form section.key"},
         {"[gird]\n", "", "unknown section [gird]"},
+        {"[grid]\noptim.weight_decay = 0, 1\n", "grid.seeds=3,3", "duplicate value"},
+        {"[grid]\noptim.weight_decay = 0, 1\n", "grid.optim.weight_decay=", "override 'grid.optim.weight_decay=': "},
+        {"[grid]\noptim.weight_decay = 0, 1\n", "sweep.nam=x", "override 'sweep.nam=x': unknown key 'nam'"},
     };
     char sweep[1024], cmd[4096], out[8192];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -156,6 +160,24 @@ static void bad_sweep_files_rejected(void) {
     EXPECT(status == 1 && strstr(out, "base config 'configs/no_such.ini' not found"), "missing base: %d %s", status, out);
     snprintf(cmd, sizeof cmd, "%s/nobase-runs", test_tmpdir());
     EXPECT(!test_exists(cmd), "missing base created the output directory");
+}
+
+/* grid.KEY=LIST replaces a grid list and sweep.name the sweep's name, without
+ * passing either to ./train. */
+static void sweep_file_overrides(void) {
+    char sweep[1024], cmd[4096], out[16384], dir[1024];
+    write_sweep("fileover", "[grid]\noptim.weight_decay = 0, 0.1, 1.0\nseeds = 0, 1, 2\n", sweep, sizeof sweep);
+    snprintf(cmd, sizeof cmd, "./sweep %s --slurm grid.seeds=5 grid.optim.weight_decay=0.5,2 sweep.name=other " STEPS,
+             sweep);
+    int status = test_run(cmd, out, sizeof out);
+    EXPECT(status == 0, "./sweep --slurm with grid overrides failed: %s", out);
+    snprintf(dir, sizeof dir, "%s/fileover-runs/other", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cut -d' ' -f4- %s/tasks.txt", dir);
+    test_run(cmd, out, sizeof out);
+    EXPECT(strcmp(out, "'run.name=weight_decay_0.5-seed_5' " STEPS_QUOTED " 'optim.weight_decay=0.5' 'run.seed=5' "
+                       "'run.threads=2'\n'run.name=weight_decay_2-seed_5' " STEPS_QUOTED " 'optim.weight_decay=2' "
+                       "'run.seed=5' 'run.threads=2'\n") == 0,
+           "tasks.txt with grid overrides:\n%s", out);
 }
 
 static void slurm_script_runs_one_task(void) {
@@ -289,6 +311,7 @@ static void failing_run_is_reported(void) {
 const TestCase sweep_tests[] = {
     {"sweep local run and rerun", local_sweep_and_rerun},
     {"sweep bad files rejected", bad_sweep_files_rejected},
+    {"sweep file overrides", sweep_file_overrides},
     {"sweep slurm script task", slurm_script_runs_one_task},
     {"sweep kill and rerun", kill_and_rerun_does_missing_work},
     {"sweep failing run reported", failing_run_is_reported},

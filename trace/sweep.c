@@ -53,6 +53,7 @@ typedef struct {
     int base_line;
     char *err;
     size_t errlen;
+    const char *origin;      /* the command-line override being applied, NULL while reading the file */
 } ParseContext;
 
 static void parse_error(ParseContext *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -63,7 +64,10 @@ static void parse_error(ParseContext *ctx, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    set_error(ctx->err, ctx->errlen, "%s:%d: %s", ctx->s->path, ctx->lineno, message);
+    if (ctx->origin)
+        set_error(ctx->err, ctx->errlen, "override '%s': %s", ctx->origin, message);
+    else
+        set_error(ctx->err, ctx->errlen, "%s:%d: %s", ctx->s->path, ctx->lineno, message);
     ctx->error = 1;
 }
 
@@ -135,7 +139,7 @@ static void parse_grid(ParseContext *ctx, const char *name, char *value) {
     Sweep *s = ctx->s;
     char key[64];
     if (strcmp(name, "seeds") == 0 || strcmp(name, SEED_KEY) == 0) {
-        if (ctx->seeds_line) {
+        if (ctx->seeds_line && !ctx->origin) {
             parse_error(ctx, "[grid] seeds are set twice (lines %d and %d)", ctx->seeds_line, ctx->lineno);
             return;
         }
@@ -155,7 +159,17 @@ static void parse_grid(ParseContext *ctx, const char *name, char *value) {
     }
     for (int a = 0; a < s->n_axes; a++)
         if (strcmp(s->axes[a].key, key) == 0) {
-            parse_error(ctx, "[grid] %s is set twice (lines %d and %d)", key, ctx->axis_line[a], ctx->lineno);
+            if (!ctx->origin) {
+                parse_error(ctx, "[grid] %s is set twice (lines %d and %d)", key, ctx->axis_line[a], ctx->lineno);
+                return;
+            }
+            /* A command-line grid.KEY=LIST replaces the file's list. */
+            SweepAxis *axis = &s->axes[a];
+            for (int i = 0; i < axis->n_values; i++) free(axis->values[i]);
+            free(axis->values);
+            axis->values = NULL;
+            axis->n_values = 0;
+            parse_values(ctx, axis, value);
             return;
         }
     if (s->n_axes == MAX_AXES) {
@@ -221,7 +235,34 @@ static int handle_pair(void *user, const char *section, const char *name, const 
     return !ctx->error;
 }
 
-static int read_sweep_file(Sweep *s, char *err, size_t errlen) {
+/* Whether a command-line override names a sweep-file line ([sweep], [grid],
+ * [slurm]) rather than a config key of every run. */
+static int is_sweep_override(const char *assignment) {
+    return strncmp(assignment, "sweep.", 6) == 0 || strncmp(assignment, "grid.", 5) == 0 ||
+           strncmp(assignment, "slurm.", 6) == 0;
+}
+
+/* Apply "section.key=value" overrides of sweep-file lines as if the line were
+ * the last one in its section; grid.KEY=LIST replaces KEY's list. */
+static void apply_sweep_overrides(ParseContext *ctx, char *const *overrides, int n_overrides) {
+    for (int i = 0; i < n_overrides && !ctx->error; i++) {
+        if (!is_sweep_override(overrides[i])) continue;
+        ctx->origin = overrides[i];
+        const char *dot = strchr(overrides[i], '.');
+        const char *equals = strchr(overrides[i], '=');
+        if (!equals || equals < dot) {
+            parse_error(ctx, "expected section.key=value");
+            break;
+        }
+        char section[16], name[LINE_LEN];
+        snprintf(section, sizeof section, "%.*s", (int)(dot - overrides[i]), overrides[i]);
+        snprintf(name, sizeof name, "%.*s", (int)(equals - dot - 1), dot + 1);
+        handle_pair(ctx, section, trim(name), equals + 1);
+    }
+    ctx->origin = NULL;
+}
+
+static int read_sweep_file(Sweep *s, char *const *overrides, int n_overrides, char *err, size_t errlen) {
     FILE *file = fopen(s->path, "r");
     if (!file) {
         set_error(err, errlen, "cannot read sweep file '%s': %s", s->path, strerror(errno));
@@ -234,6 +275,7 @@ static int read_sweep_file(Sweep *s, char *err, size_t errlen) {
     ctx->errlen = errlen;
     s->axes = sd_calloc(MAX_AXES + 1, sizeof(SweepAxis));
     int status = ini_parse_stream(read_line, ctx, handle_pair, ctx);
+    if (status == 0) apply_sweep_overrides(ctx, overrides, n_overrides);
     int result = -1;
     if (ctx->error) {
         /* The message is already in err. */
@@ -412,7 +454,7 @@ int sweep_load(Sweep *s, const char *path, char *const *overrides, int n_overrid
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
     snprintf(s->out_dir, sizeof s->out_dir, "runs");
-    if (read_sweep_file(s, err, errlen) != 0) goto fail;
+    if (read_sweep_file(s, overrides, n_overrides, err, errlen) != 0) goto fail;
 
     if (s->name[0] == '\0') {
         const char *slash = strrchr(path, '/');
@@ -457,7 +499,12 @@ int sweep_load(Sweep *s, const char *path, char *const *overrides, int n_overrid
     if (check_axes(s, &base, err, errlen) != 0) goto fail;
     Config with_overrides = base;
     s->overrides = sd_calloc((size_t)(n_overrides > 0 ? n_overrides : 1), sizeof(char *));
+    s->sweep_overrides = sd_calloc((size_t)(n_overrides > 0 ? n_overrides : 1), sizeof(char *));
     for (int i = 0; i < n_overrides; i++) {
+        if (is_sweep_override(overrides[i])) {
+            s->sweep_overrides[s->n_sweep_overrides++] = sd_strdup(overrides[i]);
+            continue;
+        }
         if (check_override(s, overrides[i], err, errlen) != 0) goto fail;
         if (config_override(&with_overrides, overrides[i], err, errlen) != 0) goto fail;
         s->overrides[s->n_overrides++] = sd_strdup(overrides[i]);
@@ -479,6 +526,8 @@ void sweep_free(Sweep *s) {
     free(s->axes);
     for (int i = 0; i < s->n_overrides; i++) free(s->overrides[i]);
     free(s->overrides);
+    for (int i = 0; i < s->n_sweep_overrides; i++) free(s->sweep_overrides[i]);
+    free(s->sweep_overrides);
     for (long r = 0; s->runs && r < s->n_runs; r++) free(s->runs[r].value_index);
     free(s->runs);
     memset(s, 0, sizeof *s);
@@ -604,6 +653,9 @@ int sweep_write_manifest(const Sweep *s, char *err, size_t errlen) {
     cJSON_AddStringToObject(root, "base", s->base);
     cJSON *overrides = cJSON_AddArrayToObject(root, "overrides");
     for (int i = 0; i < s->n_overrides; i++) cJSON_AddItemToArray(overrides, cJSON_CreateString(s->overrides[i]));
+    cJSON *file_overrides = cJSON_AddArrayToObject(root, "sweep_file_overrides");
+    for (int i = 0; i < s->n_sweep_overrides; i++)
+        cJSON_AddItemToArray(file_overrides, cJSON_CreateString(s->sweep_overrides[i]));
     cJSON *grid = cJSON_AddArrayToObject(root, "grid");
     for (int a = 0; a < s->n_axes; a++) {
         cJSON *axis = cJSON_CreateObject();

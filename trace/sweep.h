@@ -70,12 +70,16 @@ typedef struct {
     SweepAxis *axes;           /* [n_axes]; the last one is run.seed */
     int n_overrides;
     char **overrides;          /* [n_overrides] command-line "section.key=value", applied to every run */
+    int n_sweep_overrides;
+    char **sweep_overrides;    /* [n_sweep_overrides] command-line sweep.KEY, grid.KEY or slurm.KEY lines */
     long n_runs;
     SweepRun *runs;            /* [n_runs] */
     SlurmOptions slurm;
 } Sweep;
 
-/* Read the sweep file at path, apply the command-line overrides, expand and
+/* Read the sweep file at path, apply the command-line overrides (sweep.KEY,
+ * grid.KEY=LIST and slurm.KEY change the sweep file's lines; any other
+ * section.key=value applies to every run's config), expand and
  * validate the grid. Every grid value is applied to the base config with
  * config_override(), so an unknown key or invalid value fails as it would on
  * ./train's command line. A grid of more than max_runs runs is an error.
