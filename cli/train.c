@@ -7,12 +7,14 @@
  * uninterrupted run with the same thread count. */
 #include <cblas.h>
 #include <errno.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,9 +36,13 @@ void openblas_set_num_threads(int num_threads);
 static void usage(FILE *out) {
     fputs("usage: train CONFIG.ini [section.key=value ...]\n"
           "       train --resume RUN_DIR [train.steps=N]\n"
+          "       train --bench N CONFIG.ini [section.key=value ...]\n"
           "Trains the model CONFIG describes and writes RUN_DIR = run.out_dir/run.name:\n"
           "config.ini, metrics.csv, checkpoints/ and trace/. --resume continues a stopped\n"
-          "run from its newest checkpoint; train.steps=N extends its step budget.\n",
+          "run from its newest checkpoint; train.steps=N extends its step budget.\n"
+          "--bench times N training steps after max(3, N/10) warm-up steps, with the\n"
+          "trace at its configured cadence (trace.every=0 turns it off), in a temporary\n"
+          "directory that is removed afterwards; it prints one JSON line and writes no run.\n",
           out);
 }
 
@@ -329,6 +335,48 @@ static void load_config(Config *cfg, const char *path, int argc, char **argv, in
     if (config_validate(cfg, err, sizeof err) != 0) sd_fail("%s: %s", path, err);
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* ./train --bench: time steps of the configured model in a scratch run
+ * directory. Evaluation and checkpoints are left out; the trace runs at its
+ * cadence, counted from the first timed step, so that N = a multiple of
+ * trace.every includes N / trace.every snapshots. */
+static int bench(Trainer *tr, long n_steps) {
+    char err[ERR_LEN];
+    char scratch[] = "/tmp/specdyn-bench-XXXXXX";
+    if (!mkdtemp(scratch)) sd_fail("cannot create a temporary directory: %s", strerror(errno));
+    snprintf(tr->run_dir, sizeof tr->run_dir, "%s", scratch);
+    long warmup = n_steps / 10 > 3 ? n_steps / 10 : 3;
+    if (tr->cfg.trace_every > 0) {
+        tr->tracer = tracer_open(tr->run_dir, tr->ps, tr->cfg.trace_layers, tr->cfg.trace_vectors, 0, 0, err, sizeof err);
+        if (!tr->tracer || tracer_set_pairs(tr->tracer, tr->task->pairs, tr->task->n_pairs, 0, 0, err, sizeof err) != 0)
+            sd_fail("%s", err);
+    }
+    for (long i = 0; i < warmup; i++) train_step(tr, tr->cfg.lr);
+    /* One snapshot outside the timing: its first call creates the trace files. */
+    take_snapshot(tr);
+    double t0 = now_seconds();
+    for (long i = 1; i <= n_steps; i++) {
+        train_step(tr, tr->cfg.lr);
+        if (tr->cfg.trace_every > 0 && i % tr->cfg.trace_every == 0) take_snapshot(tr);
+    }
+    double seconds = now_seconds() - t0;
+    tracer_close(tr->tracer);
+    tr->tracer = NULL;
+    nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    graph_profile_report(stderr);
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    printf("{\"steps\": %ld, \"warmup\": %ld, \"seconds\": %.6f, \"steps_per_second\": %.4f, "
+           "\"threads\": %d, \"trace_every\": %ld, \"peak_rss_mb\": %.1f, \"loss\": %.6g}\n",
+           n_steps, warmup, seconds, (double)n_steps / seconds, tr->cfg.threads, (long)tr->cfg.trace_every,
+           (double)usage.ru_maxrss / 1024.0, tr->loss_sum / (double)(tr->loss_count > 0 ? tr->loss_count : 1));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -338,7 +386,17 @@ int main(int argc, char **argv) {
     memset(tr, 0, sizeof *tr);
     char err[ERR_LEN];
     int resume = strcmp(argv[1], "--resume") == 0;
-    if (resume) {
+    long bench_steps = 0;
+    if (strcmp(argv[1], "--bench") == 0) {
+        char *end = NULL;
+        if (argc >= 3) bench_steps = strtol(argv[2], &end, 10);
+        if (argc < 4 || end == argv[2] || *end != '\0' || bench_steps < 1) {
+            fprintf(stderr, "specdyn: error: --bench needs a step count of at least 1 and a config file\n");
+            usage(stderr);
+            return 2;
+        }
+        load_config(&tr->cfg, argv[3], argc, argv, 4, 0);
+    } else if (resume) {
         if (argc < 3) {
             usage(stderr);
             return 2;
@@ -399,6 +457,7 @@ int main(int argc, char **argv) {
     }
     tr->train_full_step = tr->val_95_step = -1;
     tr->tty = isatty(STDERR_FILENO);
+    if (bench_steps > 0) return bench(tr, bench_steps);
 
     char metrics_path[1100], path[1100];
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.csv", tr->run_dir);

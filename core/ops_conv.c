@@ -7,6 +7,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
@@ -25,59 +26,147 @@ static int pooled_size(int n, int kernel, int stride, int padding) {
     return span < 0 ? 0 : span / stride + 1;
 }
 
-/* col[K, L] = the input patch under each output position of one sample
- * x [C, H, W]; positions in the zero padding read 0. */
-static void im2col(const ConvGeometry *cg, const float *x, float *col) {
-    long l_count = (long)cg->oh * cg->ow;
+/* The output columns ox whose input column ox·stride − padding + j lies
+ * inside the image, as the half-open range [lo, hi). */
+static void valid_columns(const ConvGeometry *cg, int j, int *lo, int *hi) {
+    int first = cg->padding - j, end = cg->w + cg->padding - j; /* stride 1: ix = ox − first */
+    if (cg->stride == 1) {
+        *lo = first > 0 ? first : 0;
+        *hi = end < cg->ow ? end : cg->ow;
+    } else {
+        *lo = first > 0 ? (first + cg->stride - 1) / cg->stride : 0;
+        int last = end > 0 ? (end - 1) / cg->stride + 1 : 0; /* first ox with ix >= w */
+        *hi = last < cg->ow ? last : cg->ow;
+    }
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* col[K, S·L] = the input patches of the S samples x[S, C, H, W]: row
+ * (c, i, j), column s·L + oy·OW + ox; positions in the zero padding read 0. */
+static void im2col(const ConvGeometry *cg, const float *x, int samples, float *col) {
+    long l_count = (long)cg->oh * cg->ow, ld = samples * l_count, plane = (long)cg->h * cg->w;
     for (int c = 0; c < cg->c; c++)
         for (int i = 0; i < cg->kh; i++)
             for (int j = 0; j < cg->kw; j++) {
-                float *row = col + ((long)(c * cg->kh + i) * cg->kw + j) * l_count;
-                for (int oy = 0; oy < cg->oh; oy++) {
-                    int iy = oy * cg->stride - cg->padding + i;
-                    float *dst = row + (long)oy * cg->ow;
-                    if (iy < 0 || iy >= cg->h) {
-                        memset(dst, 0, (size_t)cg->ow * sizeof(float));
-                        continue;
-                    }
-                    const float *src = x + ((long)c * cg->h + iy) * cg->w;
-                    for (int ox = 0; ox < cg->ow; ox++) {
-                        int ix = ox * cg->stride - cg->padding + j;
-                        dst[ox] = ix >= 0 && ix < cg->w ? src[ix] : 0.0f;
+                int lo, hi;
+                valid_columns(cg, j, &lo, &hi);
+                float *row = col + ((long)(c * cg->kh + i) * cg->kw + j) * ld;
+                for (int s = 0; s < samples; s++) {
+                    const float *xs = x + ((long)s * cg->c + c) * plane;
+                    for (int oy = 0; oy < cg->oh; oy++) {
+                        int iy = oy * cg->stride - cg->padding + i;
+                        float *dst = row + s * l_count + (long)oy * cg->ow;
+                        if (iy < 0 || iy >= cg->h) {
+                            memset(dst, 0, (size_t)cg->ow * sizeof(float));
+                            continue;
+                        }
+                        const float *src = xs + (long)iy * cg->w - cg->padding + j;
+                        for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
+                        if (cg->stride == 1)
+                            memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+                        else
+                            for (int ox = lo; ox < hi; ox++) dst[ox] = src[(long)ox * cg->stride];
+                        for (int ox = hi; ox < cg->ow; ox++) dst[ox] = 0.0f;
                     }
                 }
             }
 }
 
-/* dx [C, H, W] += the patches of col [K, L] scattered back (the adjoint of im2col). */
-static void col2im_add(const ConvGeometry *cg, const float *col, float *dx) {
-    long l_count = (long)cg->oh * cg->ow;
+/* dx[S, C, H, W] += the patches of col [K, S·L] scattered back (the adjoint of im2col). */
+static void col2im_add(const ConvGeometry *cg, const float *col, int samples, float *dx) {
+    long l_count = (long)cg->oh * cg->ow, ld = samples * l_count, plane = (long)cg->h * cg->w;
     for (int c = 0; c < cg->c; c++)
         for (int i = 0; i < cg->kh; i++)
             for (int j = 0; j < cg->kw; j++) {
-                const float *row = col + ((long)(c * cg->kh + i) * cg->kw + j) * l_count;
-                for (int oy = 0; oy < cg->oh; oy++) {
-                    int iy = oy * cg->stride - cg->padding + i;
-                    if (iy < 0 || iy >= cg->h) continue;
-                    float *dst = dx + ((long)c * cg->h + iy) * cg->w;
-                    const float *src = row + (long)oy * cg->ow;
-                    for (int ox = 0; ox < cg->ow; ox++) {
-                        int ix = ox * cg->stride - cg->padding + j;
-                        if (ix >= 0 && ix < cg->w) dst[ix] += src[ox];
+                int lo, hi;
+                valid_columns(cg, j, &lo, &hi);
+                const float *row = col + ((long)(c * cg->kh + i) * cg->kw + j) * ld;
+                for (int s = 0; s < samples; s++) {
+                    float *dxs = dx + ((long)s * cg->c + c) * plane;
+                    for (int oy = 0; oy < cg->oh; oy++) {
+                        int iy = oy * cg->stride - cg->padding + i;
+                        if (iy < 0 || iy >= cg->h) continue;
+                        float *dst = dxs + (long)iy * cg->w - cg->padding + j;
+                        const float *src = row + s * l_count + (long)oy * cg->ow;
+                        if (cg->stride == 1)
+                            for (int ox = lo; ox < hi; ox++) dst[ox] += src[ox];
+                        else
+                            for (int ox = lo; ox < hi; ox++) dst[(long)ox * cg->stride] += src[ox];
                     }
                 }
             }
 }
 
-/* Threads for a loop over the batch: one sample per thread at least. Inside
- * the parallel region OpenBLAS runs single-threaded; with one sample the
- * loop is serial and sgemm uses every thread itself. */
-static int batch_threads(int n) {
-    int t = omp_get_max_threads();
-    return n < t ? n : t;
+/* ---- conv2d: y[N, O, OH, OW] = w[O, K] · im2col(x) + b ---------------------
+ *
+ * The batch is cut into chunks of S samples whose im2col matrix [K, S·L]
+ * stays near 2 MB, so that one GEMM per chunk has a wide N dimension even
+ * for 2 × 2 feature maps, and the matrix is still in cache when the GEMM
+ * reads it. With at least as many chunks as threads, each thread takes a
+ * contiguous block of chunks and OpenBLAS runs single-threaded inside;
+ * otherwise the chunks run in turn with OpenBLAS using every thread. */
+
+typedef struct {
+    int samples;   /* S, samples per chunk */
+    int chunks;    /* ceil(N / S) */
+    int workers;   /* threads over chunks; 1 means OpenBLAS threads each GEMM */
+} ConvPlan;
+
+#define CONV_CHUNK_FLOATS (1L << 19)
+
+static ConvPlan conv_plan(int n, long k, long l_count) {
+    ConvPlan p;
+    int threads = omp_get_max_threads();
+    long cols = CONV_CHUNK_FLOATS / k;
+    int s = (int)(cols / l_count);
+    if (s < 1) s = 1;
+    if (s > n) s = n;
+    p.chunks = (n + s - 1) / s;
+    if (threads > 1 && p.chunks >= threads) {
+        /* Round the chunk count up to a multiple of the thread count so that the threads get equal shares. */
+        int rounds = (p.chunks + threads - 1) / threads;
+        s = (n + rounds * threads - 1) / (rounds * threads);
+        p.chunks = (n + s - 1) / s;
+        p.workers = threads;
+    } else {
+        p.workers = 1;
+    }
+    p.samples = s;
+    return p;
 }
 
-/* ---- conv2d: y[N, O, OH, OW] = w[O, K] · im2col(x[n]) + b ---------------- */
+/* Scratch shared by every conv2d call: ops run one at a time, so one buffer
+ * grown to the largest layer's need serves them all. */
+static float *conv_scratch(size_t floats) {
+    static float *buffer;
+    static size_t capacity;
+    if (floats > capacity) {
+        free(buffer);
+        buffer = sd_malloc(floats * sizeof(float));
+        capacity = floats;
+    }
+    return buffer;
+}
+
+/* Copy a chunk's GEMM output [O, S·L] into y[S, O, L], adding the bias. */
+static void chunk_to_nchw(const float *ybuf, int samples, int o, long l_count, const float *bias, float *y) {
+    long ld = samples * l_count;
+    for (int s = 0; s < samples; s++)
+        for (int oc = 0; oc < o; oc++) {
+            const float *src = ybuf + oc * ld + s * l_count;
+            float *dst = y + ((long)s * o + oc) * l_count;
+            float add = bias ? bias[oc] : 0.0f;
+            for (long l = 0; l < l_count; l++) dst[l] = src[l] + add;
+        }
+}
+
+/* The inverse gather: dybuf[O, S·L] from dy[S, O, L]. */
+static void nchw_to_chunk(const float *dy, int samples, int o, long l_count, float *dybuf) {
+    long ld = samples * l_count;
+    for (int s = 0; s < samples; s++)
+        for (int oc = 0; oc < o; oc++)
+            memcpy(dybuf + oc * ld + s * l_count, dy + ((long)s * o + oc) * l_count, (size_t)l_count * sizeof(float));
+}
 
 Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int padding) {
     SHAPE_CHECK(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1], "conv2d", x, w, b);
@@ -88,21 +177,30 @@ Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int pad
     cg.ow = pooled_size(cg.w, cg.kw, stride, padding);
     SHAPE_CHECK(cg.oh >= 1 && cg.ow >= 1, "conv2d", x, w, b);
     int n = x->shape[0], o = w->shape[0];
-    int k = cg.c * cg.kh * cg.kw, l_count = cg.oh * cg.ow;
+    long k = (long)cg.c * cg.kh * cg.kw, l_count = (long)cg.oh * cg.ow, x_plane = (long)cg.c * cg.h * cg.w;
     int needs = graph_needs_grad(g, x, w, b);
     Tensor *y = op_output(g, 4, (int[]){n, o, cg.oh, cg.ow}, needs);
-    int threads = batch_threads(n);
-    float *cols = arena_alloc(&g->arena, (size_t)threads * k * l_count * sizeof(float));
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int s = 0; s < n; s++) {
-        float *col = cols + (size_t)omp_get_thread_num() * k * l_count;
-        float *ys = y->data + (size_t)s * o * l_count;
-        im2col(&cg, x->data + (size_t)s * cg.c * cg.h * cg.w, col);
-        if (b)
-            for (int oc = 0; oc < o; oc++)
-                for (int l = 0; l < l_count; l++) ys[(long)oc * l_count + l] = b->data[oc];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, l_count, k, 1.0f, w->data, k, col, l_count,
-                    b ? 1.0f : 0.0f, ys, l_count);
+    ConvPlan p = conv_plan(n, k, l_count);
+    long cols = p.samples * l_count;
+    float *scratch = conv_scratch((size_t)p.workers * (k + o) * cols);
+#pragma omp parallel for schedule(static) num_threads(p.workers) if (p.workers > 1)
+    for (int chunk = 0; chunk < p.chunks; chunk++) {
+        int s0 = chunk * p.samples, count = n - s0 < p.samples ? n - s0 : p.samples;
+        float *col = scratch + (size_t)omp_get_thread_num() * (k + o) * cols, *ybuf = col + k * cols;
+        im2col(&cg, x->data + s0 * x_plane, count, col);
+        if (count == 1) {
+            float *ys = y->data + (size_t)s0 * o * l_count;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, (int)l_count, (int)k, 1.0f, w->data, (int)k,
+                        col, (int)l_count, 0.0f, ys, (int)l_count);
+            if (b)
+                for (int oc = 0; oc < o; oc++)
+                    for (long l = 0; l < l_count; l++) ys[oc * l_count + l] += b->data[oc];
+        } else {
+            long ld = count * l_count;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o, (int)ld, (int)k, 1.0f, w->data, (int)k, col,
+                        (int)ld, 0.0f, ybuf, (int)ld);
+            chunk_to_nchw(ybuf, count, o, l_count, b ? b->data : NULL, y->data + (size_t)s0 * o * l_count);
+        }
     }
     if (needs) {
         TapeEntry *e = graph_record(g, OP_CONV2D, y);
@@ -111,60 +209,71 @@ Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int pad
         e->in[2] = b;
         e->iarg[0] = stride;
         e->iarg[1] = padding;
-        e->iarg[2] = threads;
-        /* Backward reuses the im2col buffers and sums dw in per-thread parts [threads, O, K]. */
-        e->saved = cols;
-        e->saved2 = w->grad ? arena_alloc(&g->arena, (size_t)threads * o * k * sizeof(float)) : NULL;
     }
     return y;
 }
 
-/* Differentiates y[n] = w · im2col(x[n]) + b: dx[n] += col2im(wᵀ dy[n]),
- * dw += Σ_n dy[n] im2col(x[n])ᵀ, db += Σ_{n, l} dy[n, :, l]. Each thread sums
- * dw over a contiguous block of samples into its own buffer and the blocks
- * are added in thread order, so the result depends on the thread count but
- * not on scheduling. */
+/* Differentiates y = w · im2col(x) + b: dx += col2im(wᵀ dy), dw += dy · im2col(x)ᵀ,
+ * db += Σ_{n, l} dy[n, :, l]. With several workers each sums dw over its
+ * block of chunks into its own buffer and the blocks are added in worker
+ * order, so the result depends on the thread count but not on scheduling. */
 void conv2d_backward(TapeEntry *e) {
     Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
     int stride = e->iarg[0], padding = e->iarg[1];
     ConvGeometry cg = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3],
                        y->shape[2], y->shape[3], stride, padding};
     int n = x->shape[0], o = w->shape[0];
-    int k = cg.c * cg.kh * cg.kw, l_count = cg.oh * cg.ow;
-    long x_plane = (long)cg.c * cg.h * cg.w;
-    int threads = e->iarg[2];
+    long k = (long)cg.c * cg.kh * cg.kw, l_count = (long)cg.oh * cg.ow, x_plane = (long)cg.c * cg.h * cg.w;
+    ConvPlan p = conv_plan(n, k, l_count);
+    long cols = p.samples * l_count;
     int x_store = x->grad ? tensor_grad_claim(x) : 0;
-    float *cols = e->saved, *dw_parts = e->saved2;
-    /* Zeroed here rather than per thread: the runtime may start fewer threads than requested. */
-    if (dw_parts) memset(dw_parts, 0, (size_t)threads * o * k * sizeof(float));
-#pragma omp parallel num_threads(threads) if (threads > 1)
+    /* Per worker: the im2col matrix, the chunk's dy and (with several workers) a dw part. */
+    long dw_floats = w->grad && p.workers > 1 ? (long)o * k : 0;
+    long per_worker = (k + o) * cols + dw_floats;
+    float *scratch = conv_scratch((size_t)p.workers * per_worker);
+    int w_store = w->grad ? tensor_grad_claim(w) : 0;
+    if (w->grad && p.workers == 1 && w_store) memset(w->grad, 0, (size_t)(o * k) * sizeof(float));
+    /* The dw parts are zeroed here rather than per thread: the runtime may start fewer threads than requested. */
+    for (int t = 0; dw_floats > 0 && t < p.workers; t++)
+        memset(scratch + (size_t)t * per_worker + (k + o) * cols, 0, (size_t)dw_floats * sizeof(float));
+#pragma omp parallel num_threads(p.workers) if (p.workers > 1)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int s0 = (int)((long)n * t / nt), s1 = (int)((long)n * (t + 1) / nt);
-        float *col = cols + (size_t)t * k * l_count;
-        float *dw = dw_parts ? dw_parts + (size_t)t * o * k : NULL;
-        for (int s = s0; s < s1; s++) {
-            const float *dy = y->grad + (size_t)s * o * l_count;
+        float *col = scratch + (size_t)t * per_worker, *dybuf = col + k * cols;
+        float *dw = !w->grad ? NULL : p.workers > 1 ? dybuf + o * cols : w->grad;
+        /* The same contiguous blocks as schedule(static) over nt threads. */
+        int c0 = (int)((long)p.chunks * t / nt), c1 = (int)((long)p.chunks * (t + 1) / nt);
+        for (int chunk = c0; chunk < c1; chunk++) {
+            int s0 = chunk * p.samples, count = n - s0 < p.samples ? n - s0 : p.samples;
+            long ld = count * l_count;
+            const float *dy = y->grad + (size_t)s0 * o * l_count;
+            if (count > 1) {
+                nchw_to_chunk(dy, count, o, l_count, dybuf);
+                dy = dybuf;
+            }
             if (dw) {
-                im2col(&cg, x->data + s * x_plane, col);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, k, l_count, 1.0f, dy, l_count, col, l_count,
-                            1.0f, dw, k);
+                im2col(&cg, x->data + s0 * x_plane, count, col);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, o, (int)k, (int)ld, 1.0f, dy, (int)ld, col,
+                            (int)ld, 1.0f, dw, (int)k);
             }
             if (x->grad) {
-                float *dx = x->grad + s * x_plane;
-                if (x_store) memset(dx, 0, (size_t)x_plane * sizeof(float));
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, l_count, o, 1.0f, w->data, k, dy, l_count,
-                            0.0f, col, l_count);
-                col2im_add(&cg, col, dx);
+                float *dx = x->grad + s0 * x_plane;
+                if (x_store) memset(dx, 0, (size_t)(count * x_plane) * sizeof(float));
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)ld, o, 1.0f, w->data, (int)k, dy,
+                            (int)ld, 0.0f, col, (int)ld);
+                col2im_add(&cg, col, count, dx);
             }
         }
     }
-    if (dw_parts) {
-        int store = tensor_grad_claim(w);
+    if (w->grad && p.workers > 1) {
         long size = (long)o * k;
-        for (long i = 0; i < size; i++) GRAD_PUT(store, w->grad, i, dw_parts[i]);
-        for (int t = 1; t < threads; t++)
-            for (long i = 0; i < size; i++) w->grad[i] += dw_parts[(size_t)t * size + i];
+        for (int t = 0; t < p.workers; t++) {
+            const float *part = scratch + (size_t)t * per_worker + (k + o) * cols;
+            if (t == 0)
+                for (long i = 0; i < size; i++) GRAD_PUT(w_store, w->grad, i, part[i]);
+            else
+                for (long i = 0; i < size; i++) w->grad[i] += part[i];
+        }
     }
     if (b && b->grad) {
         tensor_grad_claim_zeroed(b);
@@ -172,14 +281,11 @@ void conv2d_backward(TapeEntry *e) {
             for (int oc = 0; oc < o; oc++) {
                 const float *dy = y->grad + ((size_t)s * o + oc) * l_count;
                 float acc = 0.0f;
-                for (int l = 0; l < l_count; l++) acc += dy[l];
+                for (long l = 0; l < l_count; l++) acc += dy[l];
                 b->grad[oc] += acc;
             }
     }
 }
-
-/* ---- pooling: shared geometry --------------------------------------------- */
-
 static Tensor *pool_output(Graph *g, Tensor *x, int kernel, int stride, int padding, const char *op, int needs) {
     SHAPE_CHECK(x->ndim == 4 && kernel >= 1 && stride >= 1 && padding >= 0, op, x, NULL, NULL);
     /* PyTorch rejects padding above half the kernel: a window could then lie wholly in the padding. */

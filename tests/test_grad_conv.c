@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "convnet.h"
+#include "error.h"
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
@@ -177,6 +178,103 @@ static void grad_batchnorm(void) {
 static void grad_dropout(void) {
     check_case(fwd_dropout, &(GradCase){"dropout p 0.3", 1, {2}, {{6, 7}}, .farg = 0.3f}, 16);
     check_case(fwd_dropout, &(GradCase){"dropout 4-D p 0.5", 1, {4}, {{2, 3, 2, 2}}, .farg = 0.5f}, 17);
+}
+
+/* conv2d's chunked im2col-GEMM path against the definition, evaluated with
+ * direct loops in double precision: y, dx, dw and db for a random upstream
+ * gradient, within 1e-4 relative plus 1e-5 of the largest magnitude. The
+ * shapes make conv2d cut the batch into chunks run by several threads
+ * (including a last chunk of one sample), run one chunk with OpenBLAS
+ * threading the GEMM, use stride 2 with odd sizes, and a 5 × 5 kernel. */
+typedef struct {
+    int n, c, h, w, o, k, stride, padding;
+} ConvShape;
+
+static double max_abs(const float *v, long n) {
+    double m = 0.0;
+    for (long i = 0; i < n; i++) m = fmax(m, fabs((double)v[i]));
+    return m;
+}
+
+static int count_far(const float *got, const double *want, long n) {
+    double scale = 0.0;
+    for (long i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    int far = 0;
+    for (long i = 0; i < n; i++) far += !test_close((double)got[i], want[i], 1e-4, 1e-5 * scale);
+    return far;
+}
+
+static void check_conv_reference(const ConvShape *cs, unsigned seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 91);
+    Arena keep;
+    arena_init(&keep, 1 << 20);
+    int oh = (cs->h + 2 * cs->padding - cs->k) / cs->stride + 1, ow = (cs->w + 2 * cs->padding - cs->k) / cs->stride + 1;
+    Tensor *x = tensor_new(&keep, 4, (int[]){cs->n, cs->c, cs->h, cs->w}, 1);
+    Tensor *w = tensor_new(&keep, 4, (int[]){cs->o, cs->c, cs->k, cs->k}, 1);
+    Tensor *b = tensor_new(&keep, 1, (int[]){cs->o}, 1);
+    Tensor *tensors[3] = {x, w, b};
+    for (int t = 0; t < 3; t++)
+        for (long i = 0; i < tensors[t]->size; i++) tensors[t]->data[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    long y_size = (long)cs->n * cs->o * oh * ow;
+    float *dy = sd_malloc((size_t)y_size * sizeof(float));
+    for (long i = 0; i < y_size; i++) dy[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+
+    Graph g;
+    graph_init(&g);
+    g.recording = 1;
+    Tensor *y = op_conv2d(&g, x, w, b, cs->stride, cs->padding);
+    graph_backward_seeded(&g, y, dy);
+
+    double *ry = sd_calloc((size_t)y_size, sizeof(double)), *rdx = sd_calloc((size_t)x->size, sizeof(double));
+    double *rdw = sd_calloc((size_t)w->size, sizeof(double)), *rdb = sd_calloc((size_t)b->size, sizeof(double));
+    for (int s = 0; s < cs->n; s++)
+        for (int oc = 0; oc < cs->o; oc++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    long yi = (((long)s * cs->o + oc) * oh + oy) * ow + ox;
+                    double acc = (double)b->data[oc];
+                    rdb[oc] += (double)dy[yi];
+                    for (int c = 0; c < cs->c; c++)
+                        for (int i = 0; i < cs->k; i++)
+                            for (int j = 0; j < cs->k; j++) {
+                                int iy = oy * cs->stride - cs->padding + i, ix = ox * cs->stride - cs->padding + j;
+                                if (iy < 0 || iy >= cs->h || ix < 0 || ix >= cs->w) continue;
+                                long xi = (((long)s * cs->c + c) * cs->h + iy) * cs->w + ix;
+                                long wi = (((long)oc * cs->c + c) * cs->k + i) * cs->k + j;
+                                acc += (double)w->data[wi] * (double)x->data[xi];
+                                rdx[xi] += (double)w->data[wi] * (double)dy[yi];
+                                rdw[wi] += (double)x->data[xi] * (double)dy[yi];
+                            }
+                    ry[yi] = acc;
+                }
+    char label[96];
+    snprintf(label, sizeof label, "n %d c %d %dx%d o %d k %d stride %d padding %d", cs->n, cs->c, cs->h, cs->w, cs->o,
+             cs->k, cs->stride, cs->padding);
+    int far_y = count_far(y->data, ry, y_size), far_dx = count_far(x->grad, rdx, x->size);
+    int far_dw = count_far(w->grad, rdw, w->size), far_db = count_far(b->grad, rdb, b->size);
+    EXPECT(far_y == 0 && far_dx == 0 && far_dw == 0 && far_db == 0,
+           "%s: elements off the direct loops: y %d, dx %d, dw %d, db %d (max |y| %g)", label, far_y, far_dx, far_dw,
+           far_db, max_abs(y->data, y_size));
+    free(ry);
+    free(rdx);
+    free(rdw);
+    free(rdb);
+    free(dy);
+    graph_free(&g);
+    arena_free(&keep);
+}
+
+static void conv2d_matches_direct_loops(void) {
+    const ConvShape shapes[] = {
+        {40, 64, 8, 8, 8, 3, 1, 1},   /* several chunks, one per thread block */
+        {7, 4, 64, 64, 6, 3, 1, 1},   /* chunks of two samples and a last one of one */
+        {3, 128, 4, 4, 16, 3, 1, 1},  /* a single chunk: OpenBLAS threads the GEMM */
+        {9, 5, 11, 9, 7, 3, 2, 1},    /* stride 2, odd sizes */
+        {6, 3, 12, 12, 4, 5, 1, 0},   /* LeNet's 5 × 5 without padding */
+        {5, 6, 7, 7, 3, 1, 2, 0},     /* ResNet's 1 × 1 stride-2 shortcut */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_conv_reference(&shapes[i], 30 + (unsigned)i);
 }
 
 static void dropout_semantics(void) {
@@ -411,6 +509,7 @@ static void convnet_names_and_pairs(void) {
 
 const TestCase grad_conv_tests[] = {
     {"grad conv2d", grad_conv2d},
+    {"conv2d matches direct loops", conv2d_matches_direct_loops},
     {"grad pooling", grad_pooling},
     {"grad batchnorm", grad_batchnorm},
     {"grad dropout", grad_dropout},
