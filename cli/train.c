@@ -208,6 +208,51 @@ static void evaluate(Trainer *tr, Split split, double *loss, double *acc) {
     *acc = (double)correct / (double)n;
 }
 
+/* Batches of the training set over which the low-rank evaluation recomputes
+ * batch-norm statistics after editing the weights. */
+#define BN_RECOMPUTE_BATCHES 20
+
+/* After a weight edit, set every batch-norm running statistic to its average
+ * over the first BN_RECOMPUTE_BATCHES batches of the training set in
+ * training-mode forward passes, so that evaluation normalises with the edited
+ * network's own statistics. The caller keeps the old values (saved_buffers). */
+static void recompute_bn_stats(Trainer *tr) {
+    long batch = batch_count(tr), n = tr->task->n_train;
+    long *idx = sd_malloc((size_t)batch * sizeof *idx);
+    tr->graph.recording = 0;
+    tr->graph.training = 1;
+    for (long b = 0; b < BN_RECOMPUTE_BATCHES && b * batch < n; b++) {
+        long count = n - b * batch < batch ? n - b * batch : batch;
+        for (long i = 0; i < count; i++) idx[i] = b * batch + i;
+        /* Augmentation draws from a stream of its own, so the statistics do not depend on training's draws. */
+        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_STEP - 1 - (uint64_t)b);
+        tr->graph.bn_average_count = b + 1;
+        graph_reset(&tr->graph);
+        long correct = 0;
+        tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, idx, count, &correct);
+    }
+    tr->graph.bn_average_count = 0;
+    graph_reset(&tr->graph);
+    tr->graph.recording = 1;
+    tr->graph.training = 1;
+    free(idx);
+}
+
+/* Copy every buffer (batch-norm running statistics) into or out of saved. */
+static long copy_buffers(ParamStore *ps, float *saved, int restore) {
+    long offset = 0;
+    for (int i = 0; i < ps->count; i++) {
+        Param *p = &ps->params[i];
+        if (p->trainable) continue;
+        if (saved) {
+            float *a = restore ? p->t.data : saved + offset, *b = restore ? saved + offset : p->t.data;
+            memcpy(a, b, (size_t)p->t.size * sizeof(float));
+        }
+        offset += p->t.size;
+    }
+    return offset;
+}
+
 static double wall_now(const Trainer *tr) { return tr->wall_offset + now_seconds() - tr->start; }
 
 static void write_checkpoint(Trainer *tr) {
@@ -263,14 +308,20 @@ static void evaluate_and_log(Trainer *tr, double lr, double *val_acc_out, double
             val_acc, wall_now(tr));
     if (tr->cfg.trace_prune > 0) {
         if (tr->tracer && tracer_last_step(tr->tracer) == tr->step) {
+            long n_buffer = copy_buffers(tr->ps, NULL, 0);
+            float *buffers = n_buffer > 0 ? sd_malloc((size_t)n_buffer * sizeof(float)) : NULL;
+            copy_buffers(tr->ps, buffers, 0);
             for (int top = 1; top >= 0; top--) {
                 double values[4];
                 tracer_project(tr->tracer, tr->cfg.trace_prune, top);
+                if (buffers) recompute_bn_stats(tr);
                 evaluate(tr, SPLIT_TRAIN, &values[0], &values[1]);
                 evaluate(tr, SPLIT_VAL, &values[2], &values[3]);
                 tracer_restore(tr->tracer);
+                copy_buffers(tr->ps, buffers, 1);
                 fprintf(tr->metrics, ",%.9g,%.6f,%.9g,%.6f", values[0], values[1], values[2], values[3]);
             }
+            free(buffers);
         } else {
             fputs(",,,,,,,,", tr->metrics);
         }

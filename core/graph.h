@@ -67,6 +67,9 @@ typedef struct {
     Rng rng;                      /* random stream of dropout and data augmentation; the trainer
                                    * reseeds it per micro-batch from (seed, step) so a resumed run
                                    * draws the same numbers */
+    long bn_average_count;        /* > 0: training-mode batch norm sets its running statistics to
+                                   * the average over batches 1 .. count (momentum 1 / count, as
+                                   * PyTorch's momentum = None); 0: the layer's own momentum */
 } Graph;
 
 /* Start an empty graph: recording and training on, rng seeded from (0, 0). */

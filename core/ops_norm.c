@@ -31,6 +31,7 @@ Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *r
     SHAPE_CHECK(g->training || (running_mean && running_var), "batchnorm", x, running_mean, running_var);
     int needs = graph_needs_grad(g, x, gamma, beta);
     Tensor *y = op_output(g, x->ndim, x->shape, needs);
+    if (g->bn_average_count > 0) momentum = 1.0f / (float)g->bn_average_count;
     float *mean = arena_alloc(&g->arena, (size_t)c * sizeof(float));
     float *invstd = arena_alloc(&g->arena, (size_t)c * sizeof(float));
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)

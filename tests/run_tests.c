@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "safetensors.h"
 #include "suites.h"
 
 static int current_failures;
@@ -42,6 +43,26 @@ int test_run(const char *cmd, char *out, size_t len) {
 int test_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int test_same_tensors(const char *a, const char *b, char *detail, size_t len) {
+    char err[512];
+    StFile *fa = st_read(a, err, sizeof err), *fb = fa ? st_read(b, err, sizeof err) : NULL;
+    int same = fa && fb && st_count(fa) == st_count(fb);
+    if (!fa || !fb)
+        snprintf(detail, len, "%s", err);
+    else if (!same)
+        snprintf(detail, len, "%d tensors against %d", st_count(fa), st_count(fb));
+    for (int k = 0; same && k < st_count(fa); k++) {
+        const StTensorRef *ta = st_get(fa, k), *tb = st_find(fb, ta->name);
+        long size = 1;
+        for (int d = 0; d < ta->ndim; d++) size *= ta->shape[d];
+        same = tb && tb->ndim == ta->ndim && memcmp(ta->data, tb->data, (size_t)size * 4) == 0;
+        if (!same) snprintf(detail, len, "tensor %s differs", ta->name);
+    }
+    st_free(fa);
+    st_free(fb);
+    return same;
 }
 
 int test_close(double a, double b, double rtol, double atol) {

@@ -37,6 +37,11 @@ int test_run(const char *cmd, char *out, size_t len);
 /* True when path exists (file or directory). */
 int test_exists(const char *path);
 
+/* True when the safetensors files a and b hold the same tensors bit for bit
+ * (their metadata, such as wall_seconds, may differ); otherwise a reason in
+ * detail. */
+int test_same_tensors(const char *a, const char *b, char *detail, size_t len);
+
 /* |a - b| <= atol + rtol * |b|, with NaN never close. */
 int test_close(double a, double b, double rtol, double atol);
 

@@ -262,6 +262,35 @@ static void images_task_forward(void) {
     free(ps);
 }
 
+/* The low-rank evaluation of a net with batch norm: the top/bottom-half
+ * columns are filled, and the evaluation (weight edit, recomputed batch-norm
+ * statistics, restore) leaves training untouched: the final checkpoint is
+ * byte-identical to that of a run without it. */
+static void lowrank_eval_with_batchnorm(void) {
+    write_idx(test_tmpdir(), "train", 40, 12, 12, 40, 4, 1, 0);
+    write_idx(test_tmpdir(), "t10k", 10, 12, 12, 10, 4, 1, 0);
+    char cmd[4096], out[8192];
+    const char *prunes[2] = {"0.5", "0"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "./train tests/fixtures/tiny.ini task.name=images task.dataset=mnist task.path=%s model.arch=resnet20 "
+                 "model.width=0.25 train.steps=6 train.batch_size=8 train.eval_every=3 train.checkpoint_every=3 "
+                 "trace.every=3 trace.prune=%s optim.name=sgd optim.lr=0.05 schedule.name=constant schedule.warmup=0 run.out_dir=%s/lowrank run.name=prune%d",
+                 test_tmpdir(), prunes[i], test_tmpdir(), i);
+        int status = test_run(cmd, out, sizeof out);
+        EXPECT(status == 0, "training with trace.prune=%s failed: %s", prunes[i], out);
+    }
+    char a[1024], b[1024], detail[512] = "";
+    snprintf(a, sizeof a, "%s/lowrank/prune0/checkpoints/step_00000006.safetensors", test_tmpdir());
+    snprintf(b, sizeof b, "%s/lowrank/prune1/checkpoints/step_00000006.safetensors", test_tmpdir());
+    EXPECT(test_same_tensors(a, b, detail, sizeof detail), "the low-rank evaluation changed training: %s", detail);
+    /* The row of step 6 has 8 values after the 8 standard columns. */
+    snprintf(cmd, sizeof cmd, "awk -F, '$1 == 6 { n = 0; for (i = 9; i <= NF; i++) n += ($i != \"\"); print n }' "
+                              "%s/lowrank/prune0/metrics.csv", test_tmpdir());
+    test_run(cmd, out, sizeof out);
+    EXPECT(atoi(out) == 8, "step 6 has %d low-rank values, expected 8", atoi(out));
+}
+
 static void images_task_labels(void) {
     ParamStore *ps = calloc(1, sizeof *ps);
     char err[ERR_LEN] = "";
@@ -353,6 +382,7 @@ const TestCase images_tests[] = {
     {"images folder of pngs", folder_of_pngs},
     {"images task forward", images_task_forward},
     {"images task labels", images_task_labels},
+    {"images low-rank evaluation with batch norm", lowrank_eval_with_batchnorm},
     {"images fashion-mnist package", fashion_mnist_package},
     {"images random labels", images_random_labels},
     {NULL, NULL},

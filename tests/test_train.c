@@ -172,18 +172,8 @@ static void resume_after_kill_is_bitwise(void) {
         snprintf(b, sizeof b, "%s/killed/%s", test_tmpdir(), files[i]);
         if (i == 0) {
             /* Checkpoints differ in their wall_seconds metadata, so compare tensors. */
-            char err[512];
-            StFile *fa = st_read(a, err, sizeof err), *fb = st_read(b, err, sizeof err);
-            EXPECT(fa && fb, "cannot read final checkpoints: %s", err);
-            for (int k = 0; fa && fb && k < st_count(fa); k++) {
-                const StTensorRef *ta = st_get(fa, k), *tb = st_find(fb, ta->name);
-                long size = 1;
-                for (int d = 0; d < ta->ndim; d++) size *= ta->shape[d];
-                EXPECT(tb && memcmp(ta->data, tb->data, (size_t)size * 4) == 0, "tensor %s differs after resume",
-                       ta->name);
-            }
-            st_free(fa);
-            st_free(fb);
+            char detail[512] = "";
+            EXPECT(test_same_tensors(a, b, detail, sizeof detail), "final checkpoints after resume: %s", detail);
         } else {
             EXPECT(files_equal(a, b), "%s differs between the uninterrupted and the resumed run", files[i]);
         }
