@@ -14,24 +14,32 @@ BUILD   := build
 PACKAGES := gcc make libopenblas-openmp-dev liblapacke-dev libinih-dev libcjson-dev \
             libplplot-dev plplot-driver-cairo zlib1g-dev libstb-dev dataset-fashion-mnist
 
+# make bench also runs the same workloads in PyTorch.
+BENCH_PACKAGES := python3-torch
+
 LIB_SRC := $(wildcard core/*.c models/*.c tasks/*.c trace/*.c) cli/checkpoint.c
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all deps test asan clean
+.PHONY: all deps test asan bench clean
 
 all: deps train report sweep
 
-deps: $(BUILD)/.deps
-$(BUILD)/.deps: Makefile
-	@mkdir -p $(BUILD)
-	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+# Install the missing packages of $(1) with apt-get (as root or via sudo).
+define install_missing
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps: $(BUILD)/.deps
+$(BUILD)/.deps: Makefile
+	@mkdir -p $(BUILD)
+	$(call install_missing,$(PACKAGES))
 	@touch $@
 
 $(BUILD)/%.o: %.c | $(BUILD)/.deps
@@ -52,6 +60,16 @@ $(BUILD)/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 
 test: deps train report sweep $(BUILD)/run_tests
 	OMP_NUM_THREADS=2 $(BUILD)/run_tests
+
+# specdyn against PyTorch on this CPU (bench/run.py; see bench/README.md).
+# Needs python3-torch, which the tests do not.
+$(BUILD)/sgemm_peak: bench/sgemm_peak.c
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
+
+bench: deps train $(BUILD)/sgemm_peak
+	$(call install_missing,$(BENCH_PACKAGES))
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 # AddressSanitizer and UBSan build of the same tests, in a separate tree.
 asan:
