@@ -1,9 +1,9 @@
 """make bench: specdyn against PyTorch on the same CPU, side by side.
 
-For each workload in bench/ (NAME.ini for ./train --bench, NAME.py for
-PyTorch) it runs one warm-up pair, then --rounds rounds of specdyn and
-PyTorch alternately, each a fresh process timing its own steps after its own
-warm-up, with the same thread count. Per workload it reports steps/s of
+Each workload in bench/ has NAME.ini for ./train --bench and NAME.py for
+PyTorch. After one warm-up pair, specdyn and PyTorch run alternately for
+--rounds rounds with the same thread count. Each run is a fresh process that
+times its own steps after its own warm-up. Per workload it reports steps/s of
 both (median), the ratio specdyn / PyTorch (median and range over rounds),
 the peak RSS of each process (largest over rounds, from wait4), and
 specdyn's model FLOPs utilisation: model FLOPs per step (counted on the
@@ -186,8 +186,8 @@ def main():
     info = versions()
     as_set = dict(os.environ)
     unset = {k: v for k, v in os.environ.items() if k not in BLAS_VARIABLES}
-    shown = ", ".join("%s=%s" % (k, os.environ[k]) for k in BLAS_VARIABLES if k in os.environ) or "neither set"
-    print("environment as set (%s):" % shown, flush=True)
+    blas_settings = ", ".join("%s=%s" % (k, os.environ[k]) for k in BLAS_VARIABLES if k in os.environ) or "neither set"
+    print("environment as set (%s):" % blas_settings, flush=True)
     peak_set, rows_set = measure(as_set, args.rounds, args.threads, args.workloads)
     print("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset:", flush=True)
     peak_unset, rows_unset = measure(unset, args.rounds, args.threads, args.workloads)
@@ -204,7 +204,7 @@ def main():
              "", "Ratio = specdyn steps/s ÷ PyTorch steps/s; MFU = specdyn's model GFLOP/s ÷ large-sgemm GFLOP/s.",
              ""]
     lines += table("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (headline)", peak_unset, rows_unset) + [""]
-    lines += table("Environment as set (%s)" % shown, peak_set, rows_set) + [""]
+    lines += table("Environment as set (%s)" % blas_settings, peak_set, rows_set) + [""]
     lines += ["### Trace overhead (unset environment)", "",
               "| workload | trace.every | snapshot ms | step ms | overhead |", "|---|---:|---:|---:|---:|"]
     for r in overhead:
