@@ -63,13 +63,12 @@ test: deps train report sweep $(BUILD)/run_tests
 
 # specdyn against PyTorch on this CPU (bench/run.py; see bench/README.md).
 # Needs python3-torch, which the tests do not.
-$(BUILD)/sgemm_peak: bench/sgemm_peak.c
-	@mkdir -p $(BUILD)
+$(BUILD)/sgemm_peak: bench/sgemm_peak.c | $(BUILD)/.deps
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LDLIBS)
 
 bench: deps train $(BUILD)/sgemm_peak
 	$(call install_missing,$(BENCH_PACKAGES))
-	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+	/usr/bin/python3 bench/run.py --sgemm-peak $(BUILD)/sgemm_peak $(BENCH_ARGS)
 
 # AddressSanitizer and UBSan build of the same tests, in a separate tree.
 asan:

@@ -38,8 +38,10 @@ def forward_flops(model, *inputs):
             per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
             total[0] += 2 * out.numel() * per_output
         elif isinstance(module, nn.MultiheadAttention):
-            # in/out projections are counted here (they are not nn.Linear
-            # calls); the score and value products are 2 · L² · d each.
+            # PyTorch 1.13 applies in_proj and out_proj with F.linear inside
+            # F.multi_head_attention_forward, so out_proj's own hook never
+            # fires and both projections are counted here. The score and
+            # value products are L² · d multiply-adds each.
             seq, batch, d = inp[0].shape
             total[0] += 2 * seq * batch * d * 3 * d + 2 * seq * batch * d * d
             total[0] += 2 * 2 * batch * seq * seq * d

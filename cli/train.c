@@ -208,34 +208,46 @@ static void evaluate(Trainer *tr, Split split, double *loss, double *acc) {
     *acc = (double)correct / (double)n;
 }
 
-/* Batches of the training set over which the low-rank evaluation recomputes
- * batch-norm statistics after editing the weights. */
+/* Batches of training examples over which the low-rank evaluation
+ * recomputes batch-norm statistics after editing the weights. */
 #define BN_RECOMPUTE_BATCHES 20
 
 /* After a weight edit, set every batch-norm running statistic to its average
- * over the first BN_RECOMPUTE_BATCHES batches of the training set in
+ * over BN_RECOMPUTE_BATCHES micro-batches of training examples in
  * training-mode forward passes, so that evaluation normalises with the edited
- * network's own statistics. The caller keeps the old values (saved_buffers). */
+ * network's own statistics. The examples are a seeded random sample (a
+ * dataset may be stored class by class) drawn from a stream of their own, so
+ * training's draws are untouched. The caller keeps the old values. */
 static void recompute_bn_stats(Trainer *tr) {
-    long batch = batch_count(tr), n = tr->task->n_train;
-    long *idx = sd_malloc((size_t)batch * sizeof *idx);
+    long n = tr->task->n_train;
+    long batch = batch_count(tr) / tr->cfg.accumulate;
+    if (batch > n) batch = n;
+    long total = BN_RECOMPUTE_BATCHES * batch < n ? BN_RECOMPUTE_BATCHES * batch : n;
+    long *order = sd_malloc((size_t)n * sizeof *order);
+    for (long i = 0; i < n; i++) order[i] = i;
+    Rng rng;
+    rng_seed(&rng, (uint64_t)tr->cfg.seed, RNG_STREAM_BN_SAMPLE);
+    for (long i = 0; i < total; i++) { /* the first total entries of a Fisher-Yates shuffle */
+        long j = i + (long)rng_below(&rng, (uint64_t)(n - i));
+        long t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
     tr->graph.recording = 0;
     tr->graph.training = 1;
-    for (long b = 0; b < BN_RECOMPUTE_BATCHES && b * batch < n; b++) {
-        long count = n - b * batch < batch ? n - b * batch : batch;
-        for (long i = 0; i < count; i++) idx[i] = b * batch + i;
+    for (long b = 0; b * batch < total; b++) {
+        long count = total - b * batch < batch ? total - b * batch : batch;
         /* Augmentation draws from a stream of its own, so the statistics do not depend on training's draws. */
-        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_STEP - 1 - (uint64_t)b);
+        rng_seed(&tr->graph.rng, (uint64_t)tr->cfg.seed, RNG_STREAM_BN_SAMPLE + 1 + (uint64_t)b);
         tr->graph.bn_average_count = b + 1;
         graph_reset(&tr->graph);
         long correct = 0;
-        tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, idx, count, &correct);
+        tr->task->forward(tr->task, &tr->graph, SPLIT_TRAIN, order + b * batch, count, &correct);
     }
     tr->graph.bn_average_count = 0;
     graph_reset(&tr->graph);
     tr->graph.recording = 1;
-    tr->graph.training = 1;
-    free(idx);
+    free(order);
 }
 
 /* Copy every buffer (batch-norm running statistics) into or out of saved. */

@@ -38,6 +38,7 @@ static void valid_columns(const ConvGeometry *cg, int j, int *lo, int *hi) {
         int last = end > 0 ? (end - 1) / cg->stride + 1 : 0; /* first ox with ix >= w */
         *hi = last < cg->ow ? last : cg->ow;
     }
+    if (*lo > cg->ow) *lo = cg->ow;
     if (*hi < *lo) *hi = *lo;
 }
 
@@ -60,13 +61,14 @@ static void im2col(const ConvGeometry *cg, const float *x, int samples, float *c
                             memset(dst, 0, (size_t)cg->ow * sizeof(float));
                             continue;
                         }
-                        const float *src = xs + (long)iy * cg->w - cg->padding + j;
+                        /* Output column ox reads input column ox·stride + shift. */
+                        const float *src = xs + (long)iy * cg->w;
+                        long shift = j - cg->padding;
                         for (int ox = 0; ox < lo; ox++) dst[ox] = 0.0f;
-                        /* Rows are short (OW of 2 to 32), so an inline loop beats a memcpy call. */
                         if (cg->stride == 1)
-                            for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox];
+                            for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox + shift];
                         else
-                            for (int ox = lo; ox < hi; ox++) dst[ox] = src[(long)ox * cg->stride];
+                            for (int ox = lo; ox < hi; ox++) dst[ox] = src[(long)ox * cg->stride + shift];
                         for (int ox = hi; ox < cg->ow; ox++) dst[ox] = 0.0f;
                     }
                 }
@@ -87,12 +89,13 @@ static void col2im_add(const ConvGeometry *cg, const float *col, int samples, fl
                     for (int oy = 0; oy < cg->oh; oy++) {
                         int iy = oy * cg->stride - cg->padding + i;
                         if (iy < 0 || iy >= cg->h) continue;
-                        float *dst = dxs + (long)iy * cg->w - cg->padding + j;
+                        float *dst = dxs + (long)iy * cg->w;
                         const float *src = row + s * l_count + (long)oy * cg->ow;
+                        long shift = j - cg->padding;
                         if (cg->stride == 1)
-                            for (int ox = lo; ox < hi; ox++) dst[ox] += src[ox];
+                            for (int ox = lo; ox < hi; ox++) dst[ox + shift] += src[ox];
                         else
-                            for (int ox = lo; ox < hi; ox++) dst[(long)ox * cg->stride] += src[ox];
+                            for (int ox = lo; ox < hi; ox++) dst[(long)ox * cg->stride + shift] += src[ox];
                     }
                 }
             }
@@ -104,7 +107,8 @@ static void col2im_add(const ConvGeometry *cg, const float *col, int samples, fl
  * stays near 2 MB, so that one GEMM per chunk has a wide N dimension even
  * for 2 × 2 feature maps, and the matrix is still in cache when the GEMM
  * reads it. With at least as many chunks as threads, each thread takes a
- * contiguous block of chunks and OpenBLAS runs single-threaded inside;
+ * contiguous block of chunks (the chunk size is evened out so that the
+ * blocks are about equal) and OpenBLAS runs single-threaded inside;
  * otherwise the chunks run in turn with OpenBLAS using every thread. */
 
 typedef struct {
@@ -124,7 +128,7 @@ static ConvPlan conv_plan(int n, long k, long l_count) {
     if (s > n) s = n;
     p.chunks = (n + s - 1) / s;
     if (threads > 1 && p.chunks >= threads) {
-        /* Round the chunk count up to a multiple of the thread count so that the threads get equal shares. */
+        /* Size chunks for a multiple of the thread count; rounding up the size may leave fewer chunks. */
         int rounds = (p.chunks + threads - 1) / threads;
         s = (n + rounds * threads - 1) / (rounds * threads);
         p.chunks = (n + s - 1) / s;
@@ -287,6 +291,9 @@ void conv2d_backward(TapeEntry *e) {
             }
     }
 }
+
+/* ---- pooling: shared geometry --------------------------------------------- */
+
 static Tensor *pool_output(Graph *g, Tensor *x, int kernel, int stride, int padding, const char *op, int needs) {
     SHAPE_CHECK(x->ndim == 4 && kernel >= 1 && stride >= 1 && padding >= 0, op, x, NULL, NULL);
     /* PyTorch rejects padding above half the kernel: a window could then lie wholly in the padding. */

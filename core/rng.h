@@ -28,5 +28,8 @@ enum { RNG_STREAM_INIT = 1, RNG_STREAM_SPLIT = 2, RNG_STREAM_LABELS = 3, RNG_STR
 /* Base of the per-micro-batch streams (dropout, augmentation): micro-batch m
  * uses RNG_STREAM_STEP + m, far above any epoch stream. */
 #define RNG_STREAM_STEP ((uint64_t)1 << 40)
+/* The low-rank evaluation's batch-norm sample (this stream) and its
+ * augmentation (one stream per batch after it), below the step streams. */
+#define RNG_STREAM_BN_SAMPLE ((uint64_t)1 << 39)
 
 #endif

@@ -55,9 +55,15 @@ int test_same_tensors(const char *a, const char *b, char *detail, size_t len) {
         snprintf(detail, len, "%d tensors against %d", st_count(fa), st_count(fb));
     for (int k = 0; same && k < st_count(fa); k++) {
         const StTensorRef *ta = st_get(fa, k), *tb = st_find(fb, ta->name);
+        same = tb && tb->ndim == ta->ndim && tb->dtype == ta->dtype;
         long size = 1;
-        for (int d = 0; d < ta->ndim; d++) size *= ta->shape[d];
-        same = tb && tb->ndim == ta->ndim && memcmp(ta->data, tb->data, (size_t)size * 4) == 0;
+        for (int d = 0; same && d < ta->ndim; d++) {
+            same = tb->shape[d] == ta->shape[d];
+            size *= ta->shape[d];
+        }
+        /* F32 and I64 are the only dtypes st_read accepts. */
+        size_t element = ta->dtype == ST_F32 ? 4 : 8;
+        same = same && memcmp(ta->data, tb->data, (size_t)size * element) == 0;
         if (!same) snprintf(detail, len, "tensor %s differs", ta->name);
     }
     st_free(fa);

@@ -5,6 +5,7 @@
  * the central difference with h = 1e-3 · max(1, |x|), and the tolerance is
  * rtol 1e-2 plus atol 2e-3 · max(1, max |g|). */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,9 @@ static void check_conv_reference(const ConvShape *cs, unsigned seed) {
 }
 
 static void conv2d_matches_direct_loops(void) {
+    /* Two threads, so that chunks are spread over workers even when OMP_NUM_THREADS is unset. */
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(2);
     const ConvShape shapes[] = {
         {40, 64, 8, 8, 8, 3, 1, 1},   /* several chunks, one per thread block */
         {7, 4, 64, 64, 6, 3, 1, 1},   /* chunks of two samples and a last one of one */
@@ -273,8 +277,10 @@ static void conv2d_matches_direct_loops(void) {
         {9, 5, 11, 9, 7, 3, 2, 1},    /* stride 2, odd sizes */
         {6, 3, 12, 12, 4, 5, 1, 0},   /* LeNet's 5 × 5 without padding */
         {5, 6, 7, 7, 3, 1, 2, 0},     /* ResNet's 1 × 1 stride-2 shortcut */
+        {3, 2, 1, 1, 2, 7, 2, 3},     /* a kernel wider than the image */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_conv_reference(&shapes[i], 30 + (unsigned)i);
+    omp_set_num_threads(threads);
 }
 
 static void dropout_semantics(void) {
@@ -333,6 +339,19 @@ static void batchnorm_running_update(void) {
     EXPECT(rm->data[0] == before, "evaluation changed the running mean");
     EXPECT(test_close(y->data[0], (1.0 - 0.25) / sqrt(0.9 + 0.1 * 5.0 / 3.0 + 1e-5), 1e-6, 1e-6),
            "evaluation output %g", (double)y->data[0]);
+
+    /* With bn_average_count = 1, 2, 3 the running statistics become the plain
+     * average over three batches (batch means 2.5, 4.5, 6.5), whatever the momentum. */
+    g.training = 1;
+    for (int batch = 0; batch < 3; batch++) {
+        for (int i = 0; i < 4; i++) x->data[i] = (float)(i + 1 + 2 * batch);
+        g.bn_average_count = batch + 1;
+        op_batchnorm(&g, x, gamma, beta, rm, rv, 0.1f, 1e-5f);
+    }
+    g.bn_average_count = 0;
+    EXPECT(test_close(rm->data[0], 4.5, 1e-6, 1e-6), "averaged running mean %g, expected 4.5", (double)rm->data[0]);
+    EXPECT(test_close(rv->data[0], 5.0 / 3.0, 1e-6, 1e-6), "averaged running var %g, expected 5/3",
+           (double)rv->data[0]);
     graph_free(&g);
 }
 

@@ -157,6 +157,9 @@ static void parse_grid(ParseContext *ctx, const char *name, char *value) {
             return;
         }
     }
+    /* '#' starts a comment as in config files (libinih strips ';' comments itself). */
+    char *hash = strchr(value, '#');
+    if (hash) *hash = '\0';
     for (int a = 0; a < s->n_axes; a++)
         if (strcmp(s->axes[a].key, key) == 0) {
             if (!ctx->origin) {
@@ -180,9 +183,6 @@ static void parse_grid(ParseContext *ctx, const char *name, char *value) {
     ctx->axis_line[s->n_axes] = ctx->lineno;
     s->n_axes++;
     snprintf(axis->key, sizeof axis->key, "%s", key);
-    /* '#' starts a comment as in config files (libinih strips ';' comments itself). */
-    char *hash = strchr(value, '#');
-    if (hash) *hash = '\0';
     parse_values(ctx, axis, value);
 }
 
