@@ -291,6 +291,20 @@ static void kill_and_rerun_does_missing_work(void) {
                    out);
         }
     }
+
+    /* The aggregate equals that of the same sweep run without a kill. */
+    char straight[1024];
+    write_sweep("straight", "[grid]\noptim.weight_decay = 0, 1.0\nseeds = 0, 1\n", straight, sizeof straight);
+    snprintf(cmd, sizeof cmd, "./sweep %s --jobs 2 train.steps=200 && ./report %s/straight-runs/straight && ./report %s",
+             straight, test_tmpdir(), dir);
+    status = test_run(cmd, out, sizeof out);
+    EXPECT(status == 0, "uninterrupted sweep or reports failed (%d): %s", status, out);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && cmp straight-runs/straight/report/sweep_effective_rank.csv killed-runs/killed/report/"
+             "sweep_effective_rank.csv && grep -v '\"sweep\":' straight-runs/straight/report/summary.json > s1 && "
+             "grep -v '\"sweep\":' killed-runs/killed/report/summary.json > s2 && cmp s1 s2",
+             test_tmpdir());
+    EXPECT(test_run(cmd, out, sizeof out) == 0, "the killed and rerun sweep aggregates differently: %s", out);
 }
 
 static void failing_run_is_reported(void) {
