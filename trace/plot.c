@@ -17,9 +17,9 @@
 enum { COLOR_BACKGROUND = 0, COLOR_INK = 1, COLOR_GRID = 2, COLOR_FIRST_SERIES = 3 };
 
 /* Fraction of the page width taken by one character at the text scale used
- * here: an estimate, checked by eye on 1000-pixel-wide pngcairo pages with
+ * here: an estimate, measured on 1000-pixel-wide pngcairo pages with
  * DejaVu Sans. Wider fonts can push a long legend past the page edge. */
-#define CHAR_WIDTH_FRACTION 0.0105
+#define CHAR_WIDTH_FRACTION 0.0125
 
 /* Ten evenly spaced samples (t = 0, 1/9, ..., 1) of matplotlib's colour
  * maps; PLplot interpolates linearly between them.
