@@ -342,6 +342,21 @@ static void lowrank_projection_reconstructs(void) {
 /* A kill between the step-0 checkpoint and the next one resumes from step 0,
  * which redoes step 0's metrics row and snapshot (with the low-rank
  * evaluation, which needs that snapshot's SVD). */
+/* The trace hook (SVDs, alignment, the low-rank evaluation) only reads the
+ * weights: a run with it ends with the same tensors as a run without it. */
+static void trace_leaves_training_unchanged(void) {
+    char out[8192];
+    int status;
+    train_run("traced", "train.steps=120", out, sizeof out, &status);
+    EXPECT(status == 0, "traced run failed: %s", out);
+    train_run("untraced", "train.steps=120 trace.every=0 trace.prune=0", out, sizeof out, &status);
+    EXPECT(status == 0, "untraced run failed: %s", out);
+    char a[1024], b[1024], detail[512] = "";
+    snprintf(a, sizeof a, "%s/traced/checkpoints/step_00000120.safetensors", test_tmpdir());
+    snprintf(b, sizeof b, "%s/untraced/checkpoints/step_00000120.safetensors", test_tmpdir());
+    EXPECT(test_same_tensors(a, b, detail, sizeof detail), "tracing changed training: %s", detail);
+}
+
 static void resume_from_step_zero(void) {
     char out[8192], cmd[1024], path[1024];
     int status;
@@ -372,6 +387,7 @@ const TestCase train_tests[] = {
     {"train trace matches checkpoint", trace_matches_checkpoint},
     {"train resume after kill is bitwise", resume_after_kill_is_bitwise},
     {"train resume from step zero", resume_from_step_zero},
+    {"train trace leaves training unchanged", trace_leaves_training_unchanged},
     {"train bad input rejected", bad_input_rejected},
     {"train existing run not overwritten", existing_run_not_overwritten},
     {"train NaN loss stops run", nan_loss_stops_run},
