@@ -76,3 +76,13 @@ def run(args, model, optimizer, step_loss, flops_forward):
     print(json.dumps({"steps": args.steps, "warmup": warmup, "seconds": round(seconds, 6),
                       "steps_per_second": round(args.steps / seconds, 4), "threads": torch.get_num_threads(),
                       "peak_rss_mb": round(peak, 1), "loss": float(loss), "flops_per_step": 3 * flops_forward}))
+
+
+def run_classifier(args, model, image_shape, lr, weight_decay):
+    """Time a 10-class image classifier on a random batch of image_shape
+    (N, C, H, W): cross-entropy, SGD with momentum 0.9."""
+    x = torch.rand(*image_shape)
+    y = torch.randint(0, 10, (image_shape[0],))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    flops = forward_flops(model, x)
+    run(args, model, opt, lambda: nn.functional.cross_entropy(model(x), y), flops)

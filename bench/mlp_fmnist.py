@@ -4,9 +4,7 @@ MLP 784-256-256-256-10 with ReLU, cross-entropy, SGD lr 0.01 momentum 0.9
 weight decay 5e-4, batch 128 of random images and labels.
 """
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import common
 
@@ -15,11 +13,7 @@ def main():
     args = common.parse_args(__doc__)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                           nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
-    x = torch.rand(128, 1, 28, 28)
-    y = torch.randint(0, 10, (128,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    flops = common.forward_flops(model, x)
-    common.run(args, model, opt, lambda: F.cross_entropy(model(x), y), flops)
+    common.run_classifier(args, model, (128, 1, 28, 28), lr=0.01, weight_decay=5e-4)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ inputs, one Linear classifier, cross-entropy, SGD lr 0.1 momentum 0.9 weight
 decay 1e-4, batch 128 of random images and labels.
 """
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import common
 
@@ -29,11 +27,7 @@ def vgg16_bn(width, in_channels=1, classes=10):
 def main():
     args = common.parse_args(__doc__)
     model = vgg16_bn(0.25).train()
-    x = torch.randn(128, 1, 32, 32)
-    y = torch.randint(0, 10, (128,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    flops = common.forward_flops(model, x)
-    common.run(args, model, opt, lambda: F.cross_entropy(model(x), y), flops)
+    common.run_classifier(args, model, (128, 1, 32, 32), lr=0.1, weight_decay=1e-4)
 
 
 if __name__ == "__main__":
