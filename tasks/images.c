@@ -168,7 +168,16 @@ static Task *fail(Images *m, Task *t) {
 
 Task *images_task_create(const Config *cfg, ParamStore *ps, char *err, size_t errlen) {
     Images *m = sd_calloc(1, sizeof *m);
-    if (load_sets(cfg, m, err, errlen) != 0) return fail(m, NULL);
+    if (load_sets(cfg, m, err, errlen) != 0) {
+        /* Name the config keys that chose the files; the loader's message names the file. */
+        char detail[1024];
+        snprintf(detail, sizeof detail, "%s", err);
+        if (strncmp(detail, "[task]", 6) != 0)
+            snprintf(err, errlen, "[task] dataset = %s, path = %s: %s%s", cfg->dataset,
+                     cfg->data_path[0] ? cfg->data_path : "(the dataset's default)", detail,
+                     strstr(detail, "-ubyte'") ? " (also tried with .gz)" : "");
+        return fail(m, NULL);
+    }
     if (m->train.channels != m->val.channels || m->train.height != m->val.height || m->train.width != m->val.width) {
         snprintf(err, errlen, "[task] dataset = %s: training images are %dx%dx%d but test images %dx%dx%d", cfg->dataset,
                  m->train.channels, m->train.height, m->train.width, m->val.channels, m->val.height, m->val.width);
