@@ -421,12 +421,14 @@ static int bench(Trainer *tr, long n_steps) {
     for (long i = 0; i < warmup; i++) train_step(tr, tr->cfg.lr);
     /* One snapshot outside the timing: its first call creates the trace files. */
     take_snapshot(tr);
+
     double t0 = now_seconds();
     for (long i = 1; i <= n_steps; i++) {
         train_step(tr, tr->cfg.lr);
         if (tr->cfg.trace_every > 0 && i % tr->cfg.trace_every == 0) take_snapshot(tr);
     }
     double seconds = now_seconds() - t0;
+
     tracer_close(tr->tracer);
     tr->tracer = NULL;
     nftw(scratch, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

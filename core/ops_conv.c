@@ -104,9 +104,9 @@ static void col2im_add(const ConvGeometry *cg, const float *col, int samples, fl
 /* ---- conv2d: y[N, O, OH, OW] = w[O, K] · im2col(x) + b ---------------------
  *
  * The batch is cut into chunks of S samples whose im2col matrix [K, S·L]
- * stays near 2 MB, so that one GEMM per chunk has a wide N dimension even
- * for 2 × 2 feature maps, and the matrix is still in cache when the GEMM
- * reads it. With at least as many chunks as threads, each thread takes a
+ * stays near 2 MB. One GEMM per chunk then has a wide N dimension even for
+ * 2 × 2 feature maps, and the matrix is still in cache when the GEMM reads
+ * it. With at least as many chunks as threads, each thread takes a
  * contiguous block of chunks (the chunk size is evened out so that the
  * blocks are about equal) and OpenBLAS runs single-threaded inside;
  * otherwise the chunks run in turn with OpenBLAS using every thread. */
