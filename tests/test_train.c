@@ -347,13 +347,13 @@ static void lowrank_projection_reconstructs(void) {
 static void trace_leaves_training_unchanged(void) {
     char out[8192];
     int status;
-    train_run("traced", "train.steps=120", out, sizeof out, &status);
+    train_run("trace-on", "train.steps=120", out, sizeof out, &status);
     EXPECT(status == 0, "traced run failed: %s", out);
-    train_run("untraced", "train.steps=120 trace.every=0 trace.prune=0", out, sizeof out, &status);
+    train_run("trace-off", "train.steps=120 trace.every=0 trace.prune=0", out, sizeof out, &status);
     EXPECT(status == 0, "untraced run failed: %s", out);
     char a[1024], b[1024], detail[512] = "";
-    snprintf(a, sizeof a, "%s/traced/checkpoints/step_00000120.safetensors", test_tmpdir());
-    snprintf(b, sizeof b, "%s/untraced/checkpoints/step_00000120.safetensors", test_tmpdir());
+    snprintf(a, sizeof a, "%s/trace-on/checkpoints/step_00000120.safetensors", test_tmpdir());
+    snprintf(b, sizeof b, "%s/trace-off/checkpoints/step_00000120.safetensors", test_tmpdir());
     EXPECT(test_same_tensors(a, b, detail, sizeof detail), "tracing changed training: %s", detail);
 }
 
