@@ -4,8 +4,9 @@ Each workload script builds its model, optimiser and a batch of the right
 shape, then calls run(): a warm-up of max(3, steps / 10) steps, then `steps`
 timed steps (forward, loss, backward, optimiser step). It prints one JSON
 line with the same fields as ./train --bench, plus the model FLOPs of one
-step, counted as 3 × the multiply-adds × 2 of every Linear and Conv2d layer
-in the forward pass (forward, input gradient and weight gradient).
+step. Those are 3 × (2 × the multiply-adds of every Linear, Conv2d and
+attention product in the forward pass), for forward, input gradient and
+weight gradient.
 """
 
 import argparse

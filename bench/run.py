@@ -3,12 +3,13 @@
 Each workload in bench/ has NAME.ini for ./train --bench and NAME.py for
 PyTorch. After one warm-up pair, specdyn and PyTorch run alternately for
 --rounds rounds with the same thread count. Each run is a fresh process that
-times its own steps after its own warm-up. Per workload it reports steps/s of
-both (median), the ratio specdyn / PyTorch (median and range over rounds),
-the peak RSS of each process (largest over rounds, from wait4), and
-specdyn's model FLOPs utilisation: model FLOPs per step (counted on the
-PyTorch model, 3 × forward multiply-adds × 2) × steps/s over the GFLOP/s of
-a 2048³ sgemm measured in the same run.
+times its own steps after its own warm-up. Per workload it reports:
+- steps/s of both sides (median over rounds);
+- the ratio specdyn / PyTorch (median and range over rounds);
+- the peak RSS of each side (largest over rounds, from wait4);
+- specdyn's model FLOPs utilisation. That is model FLOPs per step (counted
+  on the PyTorch model, 3 × forward multiply-adds × 2) × steps/s, over the
+  GFLOP/s of a 2048³ sgemm measured in the same run.
 
 The whole table is made twice: with the environment as set, and with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed for the child processes
@@ -47,9 +48,9 @@ BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 def run_measured(cmd, env):
     """Run cmd; return its last JSON line on stdout plus its peak RSS in MB (rss_mb) from wait4."""
-    # stderr goes to a file so that a chatty child cannot block on a full pipe
-    # while stdout is read; the child is reaped with wait4 for its rusage
-    # (communicate() would reap it without).
+    # stderr goes to a file, so a chatty child cannot block on a full pipe
+    # while stdout is read. The child is reaped with wait4 for its rusage,
+    # which communicate() would not return.
     with tempfile.TemporaryFile() as err_file:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err_file)
         out = proc.stdout.read()

@@ -107,9 +107,9 @@ static void col2im_add(const ConvGeometry *cg, const float *col, int samples, fl
  * stays near 2 MB. One GEMM per chunk then has a wide N dimension even for
  * 2 × 2 feature maps, and the matrix is still in cache when the GEMM reads
  * it. With at least as many chunks as threads, each thread takes a
- * contiguous block of chunks (the chunk size is evened out so that the
- * blocks are about equal) and OpenBLAS runs single-threaded inside;
- * otherwise the chunks run in turn with OpenBLAS using every thread. */
+ * contiguous block of chunks of about equal size, and OpenBLAS runs
+ * single-threaded inside. Otherwise the chunks run in turn, with OpenBLAS
+ * using every thread. */
 
 typedef struct {
     int samples;   /* S, samples per chunk */
@@ -245,7 +245,9 @@ void conv2d_backward(TapeEntry *e) {
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         float *col = scratch + (size_t)t * per_worker, *dybuf = col + k * cols;
-        float *dw = !w->grad ? NULL : p.workers > 1 ? dybuf + o * cols : w->grad;
+        /* Several workers sum into parts that are added afterwards, a single one into w->grad itself. */
+        float *dw = NULL;
+        if (w->grad) dw = p.workers > 1 ? dybuf + o * cols : w->grad;
         /* The same contiguous blocks as schedule(static) over nt threads. */
         int c0 = (int)((long)p.chunks * t / nt), c1 = (int)((long)p.chunks * (t + 1) / nt);
         for (int chunk = c0; chunk < c1; chunk++) {

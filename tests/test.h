@@ -37,9 +37,9 @@ int test_run(const char *cmd, char *out, size_t len);
 /* True when path exists (file or directory). */
 int test_exists(const char *path);
 
-/* True when the safetensors files a and b hold the same tensors bit for bit
- * (their metadata, such as wall_seconds, may differ); otherwise a reason in
- * detail. */
+/* Return true when the safetensors files a and b contain the same tensors
+ * bit for bit. Their metadata, such as wall_seconds, may differ. Otherwise
+ * write the reason into detail. */
 int test_same_tensors(const char *a, const char *b, char *detail, size_t len);
 
 /* |a - b| <= atol + rtol * |b|, with NaN never close. */

@@ -262,10 +262,10 @@ static void images_task_forward(void) {
     free(ps);
 }
 
-/* The low-rank evaluation of a net with batch norm: the top/bottom-half
- * columns are filled, and the evaluation (weight edit, recomputed batch-norm
- * statistics, restore) leaves training untouched: the final checkpoint is
- * tensor for tensor identical to that of a run without it. */
+/* The low-rank evaluation of a net with batch norm fills the top/bottom-half
+ * columns. The evaluation (weight edit, recomputed batch-norm statistics,
+ * restore) leaves training untouched, so the final checkpoint has the same
+ * tensors, bit for bit, as that of a run without it. */
 static void lowrank_eval_with_batchnorm(void) {
     write_idx(test_tmpdir(), "train", 40, 12, 12, 40, 4, 1, 0);
     write_idx(test_tmpdir(), "t10k", 10, 12, 12, 10, 4, 1, 0);
