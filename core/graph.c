@@ -15,6 +15,7 @@ typedef struct {
 
 static const OpInfo op_table[] = {
     [OP_LINEAR] = {"linear", linear_backward},
+    [OP_LINEAR_ONEHOT] = {"linear_onehot", linear_onehot_backward},
     [OP_MATMUL] = {"matmul", matmul_backward},
     [OP_ADD] = {"add", add_backward},
     [OP_ADD_BIAS] = {"add_bias", add_bias_backward},

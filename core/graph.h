@@ -19,6 +19,7 @@
 
 typedef enum {
     OP_LINEAR,
+    OP_LINEAR_ONEHOT,
     OP_MATMUL,
     OP_ADD,
     OP_ADD_BIAS,

@@ -15,6 +15,10 @@
 
 /* y[.., out] = x[.., in] Wᵀ + b; W [out, in], b [out] or NULL. */
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b);
+/* y[R, out] = b + Σ_f W[:, ids[r, f]]: op_linear on a multi-hot input given
+ * by the column index of each one, ids [R, F] with entries in [0, in). ids is
+ * copied, so the caller's array may change afterwards. */
+Tensor *op_linear_onehot(Graph *g, const int *ids, int rows, int fields, Tensor *w, Tensor *b);
 /* y[M, N] = a[M, K] b[K, N]. */
 Tensor *op_matmul(Graph *g, Tensor *a, Tensor *b);
 /* y = a + b, same shapes. */

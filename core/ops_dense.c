@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
@@ -30,6 +31,38 @@ static void column_sums_add(const float *a, long rows, int cols, float *out) {
     }
 }
 
+/* Products with fewer multiply-adds than this run on one thread. */
+#define GEMM_SPLIT_MIN_MACS (1L << 18)
+
+/* Row-major C[M, N] = op(A) op(B) + beta C with C cut into one block per
+ * thread, each a single-threaded sgemm (OpenBLAS runs serially inside an
+ * OpenMP region): blocks of rows, or of columns when N is the larger side.
+ * Each element's sum over K is one sgemm's, so the result does not depend on
+ * the thread count. For the narrow products of small MLPs this replaces
+ * OpenBLAS's own threading, whose synchronisation costs more than the work. */
+static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, const float *a, int lda,
+                        const float *b, int ldb, float beta, float *c, int ldc) {
+    int threads = (long)m * n * k >= GEMM_SPLIT_MIN_MACS ? omp_get_max_threads() : 1;
+    int by_rows = m >= n;
+    int extent = by_rows ? m : n;
+    if (threads > extent / 8) threads = extent / 8 > 1 ? extent / 8 : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int lo = (int)((long)extent * t / nt), hi = (int)((long)extent * (t + 1) / nt);
+        if (hi > lo && by_rows) {
+            /* Rows lo..hi of op(A): rows of A, or columns of A when transposed. */
+            const float *a_block = ta == CblasNoTrans ? a + (long)lo * lda : a + lo;
+            cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, n, k, 1.0f, a_block, lda, b, ldb, beta,
+                        c + (long)lo * ldc, ldc);
+        } else if (hi > lo) {
+            /* Columns lo..hi of op(B): columns of B, or rows of B when transposed. */
+            const float *b_block = tb == CblasNoTrans ? b + lo : b + (long)lo * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, m, hi - lo, k, 1.0f, a, lda, b_block, ldb, beta, c + lo, ldc);
+        }
+    }
+}
+
 /* ---- linear: y[R, out] = x[R, in] Wᵀ + b -------------------------------- */
 
 Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
@@ -48,8 +81,7 @@ Tensor *op_linear(Graph *g, Tensor *x, Tensor *w, Tensor *b) {
         for (long r = 0; r < rows; r++) memcpy(y->data + r * out_dim, b->data, (size_t)out_dim * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, out_dim, in, 1.0f, x->data, in,
-                w->data, in, beta, y->data, out_dim);
+    sgemm_split(CblasNoTrans, CblasTrans, (int)rows, out_dim, in, x->data, in, w->data, in, beta, y->data, out_dim);
     if (needs) {
         TapeEntry *e = graph_record(g, OP_LINEAR, y);
         e->in[0] = x;
@@ -65,11 +97,87 @@ void linear_backward(TapeEntry *e) {
     int in = tensor_cols(x), out_dim = w->shape[0];
     int rows = (int)tensor_rows(x);
     if (x->grad)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out_dim, 1.0f, y->grad, out_dim,
-                    w->data, in, tensor_grad_claim(x) ? 0.0f : 1.0f, x->grad, in);
+        sgemm_split(CblasNoTrans, CblasNoTrans, rows, in, out_dim, y->grad, out_dim, w->data, in,
+                    tensor_grad_claim(x) ? 0.0f : 1.0f, x->grad, in);
     if (w->grad)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in, rows, 1.0f, y->grad, out_dim,
-                    x->data, in, tensor_grad_claim(w) ? 0.0f : 1.0f, w->grad, in);
+        sgemm_split(CblasTrans, CblasNoTrans, out_dim, in, rows, y->grad, out_dim, x->data, in,
+                    tensor_grad_claim(w) ? 0.0f : 1.0f, w->grad, in);
+    if (b && b->grad) {
+        tensor_grad_claim_zeroed(b);
+        column_sums_add(y->grad, rows, out_dim, b->grad);
+    }
+}
+
+/* ---- linear on a multi-hot input: y[R, out] = b + Σ_f W[:, ids[r, f]] ----
+ *
+ * The same as op_linear on the 0/1 matrix x[R, in] with ones at (r, ids[r, f])
+ * (a repeated id counts twice), without building x or multiplying by its
+ * zeros: each output row is a sum of F rows of Wᵀ. */
+
+Tensor *op_linear_onehot(Graph *g, const int *ids, int rows, int fields, Tensor *w, Tensor *b) {
+    SHAPE_CHECK(w->ndim == 2 && rows >= 0 && fields >= 1, "linear_onehot", w, b, NULL);
+    SHAPE_CHECK(!b || (b->size == w->shape[0]), "linear_onehot", w, b, NULL);
+    int out_dim = w->shape[0], in = w->shape[1];
+    long n = (long)rows * fields;
+    for (long i = 0; i < n; i++)
+        CHECK(ids[i] >= 0 && ids[i] < in, "linear_onehot: id %d at %ld outside [0, %d)", ids[i], i, in);
+    int needs = graph_needs_grad(g, w, b, NULL);
+    Tensor *y = op_output(g, 2, (int[]){rows, out_dim}, needs);
+    /* Wᵀ [in, out], so that each gathered column is a contiguous row. */
+    float *wt = arena_alloc(&g->arena, (size_t)in * out_dim * sizeof(float));
+    for (int o = 0; o < out_dim; o++)
+        for (int k = 0; k < in; k++) wt[(long)k * out_dim + o] = w->data[(long)o * in + k];
+#pragma omp parallel for schedule(static) if ((long)rows * out_dim > PARALLEL_MIN)
+    for (int r = 0; r < rows; r++) {
+        float *dst = y->data + (long)r * out_dim;
+        const int *row_ids = ids + (long)r * fields;
+        memcpy(dst, wt + (long)row_ids[0] * out_dim, (size_t)out_dim * sizeof(float));
+        for (int f = 1; f < fields; f++) {
+            const float *src = wt + (long)row_ids[f] * out_dim;
+            for (int o = 0; o < out_dim; o++) dst[o] += src[o];
+        }
+        if (b)
+            for (int o = 0; o < out_dim; o++) dst[o] += b->data[o];
+    }
+    if (needs) {
+        TapeEntry *e = graph_record(g, OP_LINEAR_ONEHOT, y);
+        e->in[0] = w;
+        e->in[1] = b;
+        int *saved = arena_alloc(&g->arena, (size_t)n * sizeof(int));
+        memcpy(saved, ids, (size_t)n * sizeof(int));
+        e->saved = saved;
+        e->iarg[0] = rows;
+        e->iarg[1] = fields;
+    }
+    return y;
+}
+
+/* Differentiates op_linear_onehot: dW[:, ids[r, f]] += dy[r], db += Σ_rows dy.
+ * The scatter goes into a dense dWᵀ [in, out] with the rows in order; each
+ * thread owns a block of its columns, so the sum order is fixed. */
+void linear_onehot_backward(TapeEntry *e) {
+    Tensor *w = e->in[0], *b = e->in[1], *y = e->out;
+    const int *ids = e->saved;
+    int rows = e->iarg[0], fields = e->iarg[1];
+    int out_dim = w->shape[0], in = w->shape[1];
+    if (w->grad) {
+        float *dwt = sd_calloc((size_t)in * out_dim, sizeof(float));
+        int threads = (long)rows * out_dim > PARALLEL_MIN ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(threads)
+        {
+            int t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int c0 = (int)((long)out_dim * t / nt), c1 = (int)((long)out_dim * (t + 1) / nt);
+            for (long i = 0; i < (long)rows * fields; i++) {
+                float *dst = dwt + (long)ids[i] * out_dim;
+                const float *src = y->grad + i / fields * out_dim;
+                for (int o = c0; o < c1; o++) dst[o] += src[o];
+            }
+        }
+        int store = tensor_grad_claim(w);
+        for (int o = 0; o < out_dim; o++)
+            for (int k = 0; k < in; k++) GRAD_PUT(store, w->grad, (long)o * in + k, dwt[(long)k * out_dim + o]);
+        free(dwt);
+    }
     if (b && b->grad) {
         tensor_grad_claim_zeroed(b);
         column_sums_add(y->grad, rows, out_dim, b->grad);

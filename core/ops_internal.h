@@ -11,6 +11,7 @@
 typedef void (*BackwardFn)(TapeEntry *e);
 
 void linear_backward(TapeEntry *e);
+void linear_onehot_backward(TapeEntry *e);
 void matmul_backward(TapeEntry *e);
 void add_backward(TapeEntry *e);
 void add_bias_backward(TapeEntry *e);

@@ -35,12 +35,21 @@ void mlp_free(Mlp *m) {
     memset(m, 0, sizeof *m);
 }
 
-Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x) {
-    for (int i = 0; i <= m->depth; i++) {
-        x = op_linear(g, x, m->w[i], m->b[i]);
-        if (i < m->depth) x = op_relu(g, x);
+/* The layers after the first, whose output is h (before its ReLU). */
+static Tensor *forward_from_second(Mlp *m, Graph *g, Tensor *h) {
+    for (int i = 1; i <= m->depth; i++) {
+        h = op_relu(g, h);
+        h = op_linear(g, h, m->w[i], m->b[i]);
     }
-    return x;
+    return h;
+}
+
+Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x) {
+    return forward_from_second(m, g, op_linear(g, x, m->w[0], m->b[0]));
+}
+
+Tensor *mlp_forward_onehot(Mlp *m, Graph *g, const int *ids, int rows, int fields) {
+    return forward_from_second(m, g, op_linear_onehot(g, ids, rows, fields, m->w[0], m->b[0]));
 }
 
 int mlp_pairs(const Mlp *m, LayerPair *out, int max) {

@@ -17,6 +17,9 @@ void mlp_init(Mlp *m, int in, int hidden, int depth, int out, ParamStore *ps, Rn
 void mlp_free(Mlp *m);
 /* Outputs [B, out] for inputs x [B, in]. */
 Tensor *mlp_forward(Mlp *m, Graph *g, Tensor *x);
+/* The same for a multi-hot input [B, in] given as the column index of each
+ * one, ids [B, fields] (see op_linear_onehot). */
+Tensor *mlp_forward_onehot(Mlp *m, Graph *g, const int *ids, int rows, int fields);
 
 /* Consecutive layer pairs layers.i → layers.i+1; returns the count (at most max). */
 int mlp_pairs(const Mlp *m, LayerPair *out, int max);

@@ -56,16 +56,16 @@ static Tensor *modular_forward(Task *t, Graph *g, Split split, const long *idx, 
         out = transformer_forward_last(&m->tf, g, tokens, (int)n, 3);
         loss = op_cross_entropy(g, out, labels);
     } else {
-        Tensor *x = tensor_new(&g->arena, 2, (int[]){(int)n, 2 * p}, 0);
+        /* The input is one-hot(a) followed by one-hot(b), given as the two positions of its ones. */
+        int *ones = arena_alloc(&g->arena, (size_t)n * 2 * sizeof(int));
         Tensor *target = tensor_new(&g->arena, 2, (int[]){(int)n, p}, 0);
-        memset(x->data, 0, (size_t)x->size * sizeof(float));
         memset(target->data, 0, (size_t)target->size * sizeof(float));
         for (long i = 0; i < n; i++) {
-            x->data[i * 2 * p + m->a[base + idx[i]]] = 1.0f;
-            x->data[i * 2 * p + p + m->b[base + idx[i]]] = 1.0f;
+            ones[2 * i] = m->a[base + idx[i]];
+            ones[2 * i + 1] = p + m->b[base + idx[i]];
             target->data[i * p + labels[i]] = 1.0f;
         }
-        out = mlp_forward(&m->mlp, g, x);
+        out = mlp_forward_onehot(&m->mlp, g, ones, (int)n, 2);
         loss = op_mse(g, out, target);
     }
     int classes = tensor_cols(out);

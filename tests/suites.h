@@ -14,6 +14,7 @@ extern const TestCase npy_tests[];
 extern const TestCase safetensors_tests[];
 extern const TestCase config_tests[];
 extern const TestCase grad_tests[];
+extern const TestCase linear_path_tests[];
 extern const TestCase golden_tests[];
 extern const TestCase grad_conv_tests[];
 extern const TestCase golden_conv_tests[];
@@ -27,6 +28,7 @@ static const TestCase *const all_suites[] = {
     safetensors_tests,
     config_tests,
     grad_tests,
+    linear_path_tests,
     golden_tests,
     grad_conv_tests,
     golden_conv_tests,

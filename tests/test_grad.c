@@ -107,6 +107,9 @@ static void check_case(ForwardFn fwd, const GradCase *c, unsigned seed) {
 static Tensor *fwd_linear(Graph *g, Tensor **in, const GradCase *c) {
     return op_linear(g, in[0], in[1], c->n_inputs > 2 ? in[2] : NULL);
 }
+static Tensor *fwd_linear_onehot(Graph *g, Tensor **in, const GradCase *c) {
+    return op_linear_onehot(g, c->ids, c->iarg[0], c->iarg[1], in[0], c->n_inputs > 1 ? in[1] : NULL);
+}
 static Tensor *fwd_matmul(Graph *g, Tensor **in, const GradCase *c) { (void)c; return op_matmul(g, in[0], in[1]); }
 static Tensor *fwd_add(Graph *g, Tensor **in, const GradCase *c) { (void)c; return op_add(g, in[0], in[1]); }
 static Tensor *fwd_add_bias(Graph *g, Tensor **in, const GradCase *c) { (void)c; return op_add_bias(g, in[0], in[1]); }
@@ -132,6 +135,16 @@ static void grad_linear(void) {
     check_case(fwd_linear, &(GradCase){"linear 3-D input", 3, {3, 2, 1}, {{2, 3, 5}, {4, 5}, {4}}}, 1);
     check_case(fwd_linear, &(GradCase){"linear batch 1", 3, {2, 2, 1}, {{1, 6}, {3, 6}, {3}}}, 2);
     check_case(fwd_linear, &(GradCase){"linear no bias", 2, {2, 2}, {{4, 3}, {7, 3}}}, 3);
+}
+
+static void grad_linear_onehot(void) {
+    /* Row 2 lists column 3 twice, which counts it twice. */
+    check_case(fwd_linear_onehot,
+               &(GradCase){"linear_onehot", 2, {2, 1}, {{5, 7}, {5}}, .ids = {0, 4, 6, 1, 3, 3, 2, 5, 6, 6, 0, 1},
+                           .iarg = {4, 3}},
+               41);
+    check_case(fwd_linear_onehot, &(GradCase){"linear_onehot no bias", 1, {2}, {{3, 4}}, .ids = {1, 0, 3}, .iarg = {3, 1}},
+               42);
 }
 
 static void grad_matmul(void) {
@@ -345,6 +358,7 @@ static void grad_mlp(void) {
 
 const TestCase grad_tests[] = {
     {"grad linear", grad_linear},
+    {"grad linear_onehot", grad_linear_onehot},
     {"grad matmul", grad_matmul},
     {"grad elementwise", grad_elementwise},
     {"grad activations", grad_activations},
