@@ -4,6 +4,7 @@
  * gives one clear error without touching existing runs. They run the
  * ./train binary from the repository root, as `make test` does. */
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,6 +340,43 @@ static void lowrank_projection_reconstructs(void) {
     free(ps);
 }
 
+/* The snapshot's SVDs of small matrices run serially on whichever thread
+ * takes them, so 1 and 2 threads write byte-identical trace files. */
+static void snapshot_same_across_threads(void) {
+    char dirs[2][1024], err[512], out[4096];
+    int shapes[4][2] = {{6, 9}, {64, 200}, {128, 96}, {3, 64}};
+    for (int run = 0; run < 2; run++) {
+        ParamStore *ps = calloc(1, sizeof *ps);
+        Rng rng;
+        rng_seed(&rng, 8, 4);
+        for (int i = 0; i < 4; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "layers.%d.weight", i);
+            Tensor *w = params_add(ps, name, i == 3 ? ROLE_OUTPUT : ROLE_WEIGHT, 2, shapes[i]);
+            for (long j = 0; j < w->size; j++) w->data[j] = rng_uniform(&rng) - 0.5f;
+        }
+        snprintf(dirs[run], sizeof dirs[run], "%s/snapshot-threads-%d", test_tmpdir(), run + 1);
+        mkdir(dirs[run], 0777);
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(run + 1);
+        Tracer *t = tracer_open(dirs[run], ps, "*", 4, 0, 0, err, sizeof err);
+        EXPECT(t != NULL, "%s", err);
+        if (t) {
+            EXPECT(tracer_snapshot(t, 0, err, sizeof err) == 0, "%s", err);
+            tracer_close(t);
+        }
+        omp_set_num_threads(threads);
+        char path[2100];
+        snprintf(path, sizeof path, "%s/trace/layers.1.weight.u.npy", dirs[run]);
+        EXPECT(test_exists(path), "the snapshot wrote no %s", path);
+        params_free(ps);
+        free(ps);
+    }
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "diff -r %s %s", dirs[0], dirs[1]);
+    EXPECT(test_run(cmd, out, sizeof out) == 0, "trace files differ between 1 and 2 threads: %s", out);
+}
+
 /* A kill between the step-0 checkpoint and the next one resumes from step 0,
  * which redoes step 0's metrics row and snapshot (with the low-rank
  * evaluation, which needs that snapshot's SVD). */
@@ -384,6 +422,7 @@ static void resume_from_step_zero(void) {
 
 const TestCase train_tests[] = {
     {"lowrank projection reconstructs", lowrank_projection_reconstructs},
+    {"snapshot same across threads", snapshot_same_across_threads},
     {"train trace matches checkpoint", trace_matches_checkpoint},
     {"train resume after kill is bitwise", resume_after_kill_is_bitwise},
     {"train resume from step zero", resume_from_step_zero},

@@ -290,11 +290,42 @@ static int append_alignment(TracedPair *p, char *err, size_t errlen) {
     return rc;
 }
 
-int tracer_snapshot(Tracer *t, long step, char *err, size_t errlen) {
-    CHECK(!t->count || !t->mats[0].saved, "snapshot taken while weights are projected");
+/* Compute the SVD of every traced matrix into its s, u_full and vt_full.
+ * Matrices below SVD_SERIAL_MAX_ENTRIES are spread over the threads, one
+ * serial SVD each, so their results do not depend on the thread count.
+ * Larger ones follow one at a time, each using every thread. */
+static int svd_all(Tracer *t, char *err, size_t errlen) {
+    int *failed = sd_calloc((size_t)t->count, sizeof(int));
+    char (*messages)[256] = sd_calloc((size_t)t->count, sizeof *messages);
+#pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < t->count; i++) {
         TracedMatrix *tm = &t->mats[i];
-        if (svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, err, errlen) != 0) return -1;
+        if ((long)tm->m * tm->n < SVD_SERIAL_MAX_ENTRIES)
+            failed[i] = svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, messages[i],
+                                 sizeof messages[i]) != 0;
+    }
+    for (int i = 0; i < t->count; i++) {
+        TracedMatrix *tm = &t->mats[i];
+        if ((long)tm->m * tm->n >= SVD_SERIAL_MAX_ENTRIES)
+            failed[i] = svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, messages[i],
+                                 sizeof messages[i]) != 0;
+    }
+    int rc = 0;
+    for (int i = 0; i < t->count && rc == 0; i++)
+        if (failed[i]) {
+            snprintf(err, errlen, "%s", messages[i]);
+            rc = -1;
+        }
+    free(failed);
+    free(messages);
+    return rc;
+}
+
+int tracer_snapshot(Tracer *t, long step, char *err, size_t errlen) {
+    CHECK(!t->count || !t->mats[0].saved, "snapshot taken while weights are projected");
+    if (svd_all(t, err, errlen) != 0) return -1;
+    for (int i = 0; i < t->count; i++) {
+        TracedMatrix *tm = &t->mats[i];
         if (npy_append(tm->sv, tm->s, err, errlen) != 0) return -1;
         if (tm->k > 0) {
             float *u = sd_malloc((size_t)tm->m * tm->k * sizeof(float));
