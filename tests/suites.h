@@ -17,6 +17,7 @@ extern const TestCase grad_tests[];
 extern const TestCase golden_tests[];
 extern const TestCase grad_conv_tests[];
 extern const TestCase golden_conv_tests[];
+extern const TestCase conv_dnnl_tests[];
 extern const TestCase images_tests[];
 extern const TestCase train_tests[];
 extern const TestCase spectral_tests[];
@@ -30,6 +31,7 @@ static const TestCase *const all_suites[] = {
     golden_tests,
     grad_conv_tests,
     golden_conv_tests,
+    conv_dnnl_tests,
     images_tests,
     train_tests,
     spectral_tests,
