@@ -361,6 +361,43 @@ static Tensor *pool_output(Graph *g, Tensor *x, int kernel, int stride, int padd
 
 /* ---- max_pool2d: y[n, c, oy, ox] = max over the window of x[n, c] ------------ */
 
+/* -1 until the first max_pool2d reads SPECDYN_POOL_REFERENCE; see max_pool2d_use_reference. */
+static int pool_reference_only = -1;
+
+void max_pool2d_use_reference(int on) { pool_reference_only = on; }
+
+static int pool_use_reference(void) {
+    if (pool_reference_only < 0) pool_reference_only = getenv("SPECDYN_POOL_REFERENCE") != NULL;
+    return pool_reference_only;
+}
+
+/* Keep v as the window's maximum if it beats best: strictly greater keeps
+ * the first maximum, and NaN propagates, as in PyTorch. */
+static inline void max_update(float v, int index, float *best, int *best_index) {
+    if (v > *best || isnan(v)) {
+        *best = v;
+        *best_index = index;
+    }
+}
+
+/* One plane of the 2 × 2, stride-2, unpadded pooling of VGG and LeNet:
+ * every window lies inside the plane, so the loop needs no bounds checks. */
+static void max_pool_plane_2x2(const float *restrict xp, int w, int oh, int ow, float *restrict yp, int *restrict argmax) {
+    for (int oy = 0; oy < oh; oy++) {
+        int top = 2 * oy * w;
+        for (int ox = 0; ox < ow; ox++) {
+            int at = top + 2 * ox;
+            float best = xp[at];
+            int best_index = at;
+            max_update(xp[at + 1], at + 1, &best, &best_index);
+            max_update(xp[at + w], at + w, &best, &best_index);
+            max_update(xp[at + w + 1], at + w + 1, &best, &best_index);
+            yp[oy * ow + ox] = best;
+            if (argmax) argmax[oy * ow + ox] = best_index;
+        }
+    }
+}
+
 Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding) {
     int needs = graph_needs_grad(g, x, NULL, NULL);
     Tensor *y = pool_output(g, x, kernel, stride, padding, "max_pool2d", needs);
@@ -368,9 +405,14 @@ Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding) 
     long planes = (long)x->shape[0] * x->shape[1];
     /* argmax[p, oy, ox]: index within input plane p of the element that won. */
     int *argmax = needs ? arena_alloc(&g->arena, (size_t)y->size * sizeof(int)) : NULL;
+    int fast = kernel == 2 && stride == 2 && padding == 0 && !pool_use_reference();
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
     for (long p = 0; p < planes; p++) {
         const float *xp = x->data + p * h * w;
+        if (fast) {
+            max_pool_plane_2x2(xp, w, oh, ow, y->data + p * oh * ow, argmax ? argmax + p * oh * ow : NULL);
+            continue;
+        }
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
                 float best = -INFINITY;

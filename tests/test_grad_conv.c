@@ -283,6 +283,51 @@ static void conv2d_matches_direct_loops(void) {
     omp_set_num_threads(threads);
 }
 
+/* max_pool2d's 2 × 2 stride-2 loop against the general window loop: y and
+ * dx must agree bit for bit, since both compare the same values in the
+ * same order. The input has ties (values repeat), a NaN, and odd sizes
+ * whose last row and column no window reaches. */
+static void run_max_pool(Tensor *x, const float *dy, int reference, float *y_out) {
+    max_pool2d_use_reference(reference);
+    Graph g;
+    graph_init(&g);
+    Tensor *y = op_max_pool2d(&g, x, 2, 2, 0);
+    memcpy(y_out, y->data, (size_t)y->size * sizeof(float));
+    graph_backward_seeded(&g, y, dy);
+    graph_free(&g);
+    max_pool2d_use_reference(0);
+}
+
+static void max_pool_2x2_matches_general(void) {
+    Rng rng;
+    rng_seed(&rng, 8, 3);
+    const int shapes[][4] = {{4, 3, 8, 6}, {2, 5, 5, 7}, {128, 2, 2, 2}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        Arena keep;
+        arena_init(&keep, 1 << 20);
+        Tensor *x = tensor_new(&keep, 4, shapes[k], 1);
+        /* Eight levels, so windows often hold equal maxima. */
+        for (long i = 0; i < x->size; i++) x->data[i] = (float)(int)(8.0f * rng_uniform(&rng)) - 4.0f;
+        x->data[x->size / 2] = NAN;
+        long y_size = (long)shapes[k][0] * shapes[k][1] * (shapes[k][2] / 2) * (shapes[k][3] / 2);
+        float *dy = sd_malloc((size_t)y_size * sizeof(float)), *y_fast = sd_malloc((size_t)y_size * sizeof(float));
+        float *y_general = sd_malloc((size_t)y_size * sizeof(float)), *dx_fast = sd_malloc((size_t)x->size * sizeof(float));
+        for (long i = 0; i < y_size; i++) dy[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+        run_max_pool(x, dy, 0, y_fast);
+        memcpy(dx_fast, x->grad, (size_t)x->size * sizeof(float));
+        x->grad_unset[0] = 1;
+        run_max_pool(x, dy, 1, y_general);
+        /* memcmp: NaN compares unequal to itself with ==, but its bits repeat. */
+        EXPECT(memcmp(y_fast, y_general, (size_t)y_size * sizeof(float)) == 0, "shape %zu: y differs", k);
+        EXPECT(memcmp(dx_fast, x->grad, (size_t)x->size * sizeof(float)) == 0, "shape %zu: dx differs", k);
+        free(dy);
+        free(y_fast);
+        free(y_general);
+        free(dx_fast);
+        arena_free(&keep);
+    }
+}
+
 /* Batch norm in training mode against the definition evaluated with
  * direct loops in double precision: y, the running statistics, dx, dgamma
  * and dbeta within 1e-5 of each tensor's max magnitude. The row lengths
@@ -632,6 +677,7 @@ static void convnet_names_and_pairs(void) {
 const TestCase grad_conv_tests[] = {
     {"grad conv2d", grad_conv2d},
     {"conv2d matches direct loops", conv2d_matches_direct_loops},
+    {"max_pool2d 2x2 matches general loop", max_pool_2x2_matches_general},
     {"batchnorm matches direct loops", batchnorm_matches_direct_loops},
     {"grad pooling", grad_pooling},
     {"grad batchnorm", grad_batchnorm},
