@@ -25,8 +25,8 @@ typedef enum { SLOT_SRC, SLOT_WEIGHTS, SLOT_DST, SLOT_BIAS, SLOT_SCRATCHPAD, SLO
 
 static dnnl_engine_t engine;
 static dnnl_stream_t stream;
-static dnnl_primitive_attr_t user_scratchpad;   /* attribute of every primitive: we pass the scratchpad */
-static dnnl_primitive_attr_t add_to_destination; /* the same plus a sum post-op: dst += result */
+static dnnl_primitive_attr_t user_scratchpad;   /* attributes of every primitive: the caller passes the scratchpad */
+static dnnl_primitive_attr_t add_to_destination; /* the same plus a sum post-op, so dst += result */
 static struct {
     void *data;
     size_t bytes;
@@ -157,8 +157,8 @@ static dnnl_memory_t operand_in(Operand *op, const float *data) {
 }
 
 /* The memory a primitive writes a result to: data itself when the result
- * is stored in the same layout, otherwise the slot's buffer (also when data
- * is NULL because nobody wants the result). */
+ * is stored in the same layout, otherwise the slot's buffer. A NULL data
+ * (result not wanted) also gets the slot's buffer. */
 static dnnl_memory_t operand_out(Operand *op, float *data, int add) {
     if (data && !add && !op->reordered) {
         DNNL_CHECK(dnnl_memory_set_data_handle, op->user_mem, data);
@@ -285,12 +285,13 @@ static int pass_pd_create(dnnl_primitive_desc_t *pd, Pass pass, dnnl_alg_kind_t 
 
 /* Winograd F(4×4, 3×3) does 2.25× fewer multiplications than the direct
  * method but spends the saving on transforms when the maps or channel
- * counts are small. Its results differ from direct convolution by about
- * 2e-6 of the max magnitude instead of 6e-7 (tests/test_conv_dnnl.c).
- * NOTE: the bounds come from the layers of VGG-16 at width 0.25 on a
- * 2-core Zen 4 (EPYC) with oneDNN 2.6.3: winograd took 0.4-0.75× the
- * direct time from 4 × 4 to 16 × 16 outputs with 16 to 128 channels, 1.5-3×
- * at 2 × 2 and with one input channel, and was mixed at 32 × 32. */
+ * counts are small. Its results differ from the reference path by about
+ * 2e-6 of the max magnitude, direct convolution's by 6e-7
+ * (tests/test_conv_dnnl.c).
+ * NOTE: the bounds were measured on one machine: the VGG-16 layers at width
+ * 0.25, a 2-core Zen 4 EPYC, oneDNN 2.6.3. There winograd took 0.4-0.75× the
+ * direct time from 4 × 4 to 16 × 16 outputs with 16 to 128 channels. It took
+ * 1.5-3× at 2 × 2 and with one input channel, and was mixed at 32 × 32. */
 static int winograd_pays(const ConvDims *d) {
     return d->kh == 3 && d->kw == 3 && d->stride == 1 && d->c >= 16 && d->o >= 16 && d->oh >= 4 && d->ow >= 4 &&
            d->oh * d->ow <= 16 * 16;

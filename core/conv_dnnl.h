@@ -1,11 +1,12 @@
 /* conv2d through oneDNN 2.x (Debian libdnnl 2.6): forward, backward data and
  * backward weights with bias, on our plain NCHW / OIHW float tensors.
  *
- * Each call returns 1 when it wrote its outputs and 0 when oneDNN has no
- * implementation for the shape; the caller then runs the im2col-GEMM path of
- * ops_conv.c. Primitives are cached per shape and thread count, so only the
- * first call of a shape pays for their creation. Not thread-safe: ops run one
- * at a time, and the calls share their scratch buffers. */
+ * When oneDNN has no implementation for a shape, conv_dnnl_forward and
+ * conv_dnnl_backward_ready return 0, and the caller runs the im2col-GEMM
+ * path of ops_conv.c instead. Primitives are cached per shape and thread
+ * count, so only the first call of a shape pays for their creation. The
+ * functions are not thread-safe: they share scratch buffers, which works
+ * because ops run one at a time. */
 #ifndef SD_CONV_DNNL_H
 #define SD_CONV_DNNL_H
 
@@ -19,11 +20,12 @@ typedef struct {
     int bias;            /* 1: the layer adds a bias b [o] */
 } ConvDims;
 
-/* y = conv(x, w) + b; b is read only when d->bias is set. */
+/* Compute y = conv(x, w) + b, reading b only when d->bias is set. Returns
+ * 1, or 0 without writing y when oneDNN has no implementation. */
 int conv_dnnl_forward(const ConvDims *d, const float *x, const float *w, const float *b, float *y);
 
-/* Create the backward primitives of d, so that a caller can learn whether
- * oneDNN implements them before it claims gradient buffers. */
+/* Create the backward primitives of d and return 1, or 0 when oneDNN has
+ * none. Callers ask before they claim gradient buffers. */
 int conv_dnnl_backward_ready(const ConvDims *d);
 
 /* Gradient outputs of conv_dnnl_backward. A NULL buffer is not computed (dx)
@@ -34,7 +36,7 @@ typedef struct {
     int dx_add, dw_add, db_add;
 } ConvGrads;
 
-/* dx from w and dy; dw and db from x and dy. Only for dims that
+/* Compute dx from w and dy, and dw and db from x and dy. Only for dims that
  * conv_dnnl_backward_ready accepted. */
 void conv_dnnl_backward(const ConvDims *d, const float *x, const float *w, const float *dy, const ConvGrads *g);
 

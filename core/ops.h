@@ -57,9 +57,9 @@ Tensor *op_mse(Graph *g, Tensor *pred, Tensor *target);
  * [N, O, OH, OW] with OH = (H + 2 padding − KH) / stride + 1 (floor). */
 Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int padding);
 /* Select conv2d's implementation: on = 1 runs the im2col-GEMM reference
- * path, on = 0 oneDNN (the default; shapes oneDNN does not implement still
- * take the reference path). Without a call, setting the environment
- * variable SPECDYN_CONV_REFERENCE selects the reference path. */
+ * path, on = 0 (the default) oneDNN. Shapes that oneDNN does not implement
+ * take the reference path either way. Without a call, setting the
+ * environment variable SPECDYN_CONV_REFERENCE selects the reference path. */
 void conv2d_use_reference(int on);
 /* Max pooling of x [N, C, H, W] over kernel × kernel windows (padding with
  * −inf, floor mode); the first maximum in a window takes the gradient. */

@@ -18,8 +18,8 @@ typedef struct {
 } NormStats;
 
 /* Channel sums run in double, in LANES independent partial sums that the
- * compiler turns into vector adds; a plain running sum in double is a
- * serial chain of adds that cannot be vectorised without reassociation.
+ * compiler turns into vector adds. A single running sum would be a serial
+ * chain of adds, which the compiler cannot vectorise without reassociation.
  * The lanes are combined in a fixed order, so the result does not depend
  * on the thread count. */
 #define LANES 16
