@@ -181,12 +181,13 @@ static void grad_dropout(void) {
     check_case(fwd_dropout, &(GradCase){"dropout 4-D p 0.5", 1, {4}, {{2, 3, 2, 2}}, .farg = 0.5f}, 17);
 }
 
-/* conv2d's chunked im2col-GEMM path against the definition, evaluated with
- * direct loops in double precision: y, dx, dw and db for a random upstream
- * gradient, within 1e-4 relative plus 1e-5 of the largest magnitude. The
- * shapes make conv2d cut the batch into chunks run by several threads
- * (including a last chunk of one sample), run one chunk with OpenBLAS
- * threading the GEMM, use stride 2 with odd sizes, and a 5 × 5 kernel. */
+/* conv2d's chunked im2col-GEMM path, and oneDNN, against the definition,
+ * evaluated with direct loops in double precision: y, dx, dw and db for a
+ * random upstream gradient, within 1e-4 relative plus 1e-5 of the largest
+ * magnitude. The shapes make the GEMM path cut the batch into chunks run by
+ * several threads (including a last chunk of one sample), run one chunk
+ * with OpenBLAS threading the GEMM, use stride 2 with odd sizes, and a
+ * 5 × 5 kernel. */
 typedef struct {
     int n, c, h, w, o, k, stride, padding;
 } ConvShape;
@@ -205,7 +206,7 @@ static int count_far(const float *got, const double *want, long n) {
     return far;
 }
 
-static void check_conv_reference(const ConvShape *cs, unsigned seed) {
+static void check_conv_reference(const ConvShape *cs, unsigned seed, const char *path) {
     Rng rng;
     rng_seed(&rng, seed, 91);
     Arena keep;
@@ -249,9 +250,9 @@ static void check_conv_reference(const ConvShape *cs, unsigned seed) {
                             }
                     ry[yi] = acc;
                 }
-    char label[96];
-    snprintf(label, sizeof label, "n %d c %d %dx%d o %d k %d stride %d padding %d", cs->n, cs->c, cs->h, cs->w, cs->o,
-             cs->k, cs->stride, cs->padding);
+    char label[128];
+    snprintf(label, sizeof label, "%s: n %d c %d %dx%d o %d k %d stride %d padding %d", path, cs->n, cs->c, cs->h, cs->w,
+             cs->o, cs->k, cs->stride, cs->padding);
     int far_y = count_far(y->data, ry, y_size), far_dx = count_far(x->grad, rdx, x->size);
     int far_dw = count_far(w->grad, rdw, w->size), far_db = count_far(b->grad, rdb, b->size);
     EXPECT(far_y == 0 && far_dx == 0 && far_dw == 0 && far_db == 0,
@@ -279,7 +280,13 @@ static void conv2d_matches_direct_loops(void) {
         {5, 6, 7, 7, 3, 1, 2, 0},     /* ResNet's 1 × 1 stride-2 shortcut */
         {3, 2, 1, 1, 2, 7, 2, 3},     /* a kernel wider than the image */
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_conv_reference(&shapes[i], 30 + (unsigned)i);
+    static const char *const paths[2] = {"oneDNN", "im2col-GEMM"};
+    for (int reference = 1; reference >= 0; reference--) {
+        conv2d_use_reference(reference);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            check_conv_reference(&shapes[i], 30 + (unsigned)i, paths[reference]);
+    }
+    conv2d_use_reference(0);
     omp_set_num_threads(threads);
 }
 
