@@ -6,13 +6,14 @@ CFLAGS  ?= -O3 -g -march=native
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wdouble-promotion
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp $(WARN) $(CFLAGS) \
               -Icore -Imodels -Itasks -Itrace -Icli -Itests -I/usr/include/openblas
-LDLIBS  := -lopenblas -llapacke -linih -lcjson -lplplot -lz -lm
+LDLIBS  := -lopenblas -ldnnl -llapacke -linih -lcjson -lplplot -lz -lm
 BUILD   := build
 
 # Debian packages the build and the tests need. python3-torch is only needed
 # to regenerate golden values (tests/golden/make_golden.py), not to test.
 PACKAGES := gcc make libopenblas-openmp-dev liblapacke-dev libinih-dev libcjson-dev \
-            libplplot-dev plplot-driver-cairo zlib1g-dev libstb-dev dataset-fashion-mnist
+            libplplot-dev plplot-driver-cairo zlib1g-dev libstb-dev dataset-fashion-mnist \
+            libdnnl-dev
 
 # make bench also runs the same workloads in PyTorch.
 BENCH_PACKAGES := python3-torch

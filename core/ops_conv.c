@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_dnnl.h"
 #include "ops.h"
 #include "ops_internal.h"
 
@@ -173,18 +174,12 @@ static void nchw_to_chunk(const float *dy, int samples, int o, long l_count, flo
             memcpy(dybuf + oc * ld + s * l_count, dy + ((long)s * o + oc) * l_count, (size_t)l_count * sizeof(float));
 }
 
-Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int padding) {
-    SHAPE_CHECK(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1], "conv2d", x, w, b);
-    SHAPE_CHECK(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]), "conv2d", x, w, b);
-    SHAPE_CHECK(stride >= 1 && padding >= 0, "conv2d", x, w, b);
-    ConvGeometry cg = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3], 0, 0, stride, padding};
-    cg.oh = pooled_size(cg.h, cg.kh, stride, padding);
-    cg.ow = pooled_size(cg.w, cg.kw, stride, padding);
-    SHAPE_CHECK(cg.oh >= 1 && cg.ow >= 1, "conv2d", x, w, b);
+/* The reference forward: y = w · im2col(x) + b, chunk by chunk. */
+static void conv2d_forward_reference(const ConvGeometry *cg_in, const Tensor *x, const Tensor *w, const Tensor *b,
+                                     Tensor *y) {
+    ConvGeometry cg = *cg_in;
     int n = x->shape[0], o = w->shape[0];
     long k = (long)cg.c * cg.kh * cg.kw, l_count = (long)cg.oh * cg.ow, x_plane = (long)cg.c * cg.h * cg.w;
-    int needs = graph_needs_grad(g, x, w, b);
-    Tensor *y = op_output(g, 4, (int[]){n, o, cg.oh, cg.ow}, needs);
     ConvPlan p = conv_plan(n, k, l_count);
     long cols = p.samples * l_count;
     float *scratch = conv_scratch((size_t)p.workers * (k + o) * cols);
@@ -207,6 +202,36 @@ Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int pad
             chunk_to_nchw(ybuf, count, o, l_count, b ? b->data : NULL, y->data + (size_t)s0 * o * l_count);
         }
     }
+}
+
+/* -1 until the first conv2d reads SPECDYN_CONV_REFERENCE; see conv2d_use_reference. */
+static int reference_only = -1;
+
+void conv2d_use_reference(int on) { reference_only = on; }
+
+static int use_reference(void) {
+    if (reference_only < 0) reference_only = getenv("SPECDYN_CONV_REFERENCE") != NULL;
+    return reference_only;
+}
+
+static ConvDims conv_dims(const Tensor *x, const Tensor *w, const Tensor *b, const ConvGeometry *cg) {
+    return (ConvDims){x->shape[0], cg->c, cg->h, cg->w, w->shape[0], cg->kh, cg->kw,
+                      cg->oh, cg->ow, cg->stride, cg->padding, b != NULL};
+}
+
+Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int padding) {
+    SHAPE_CHECK(x->ndim == 4 && w->ndim == 4 && w->shape[1] == x->shape[1], "conv2d", x, w, b);
+    SHAPE_CHECK(!b || (b->ndim == 1 && b->shape[0] == w->shape[0]), "conv2d", x, w, b);
+    SHAPE_CHECK(stride >= 1 && padding >= 0, "conv2d", x, w, b);
+    ConvGeometry cg = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3], 0, 0, stride, padding};
+    cg.oh = pooled_size(cg.h, cg.kh, stride, padding);
+    cg.ow = pooled_size(cg.w, cg.kw, stride, padding);
+    SHAPE_CHECK(cg.oh >= 1 && cg.ow >= 1, "conv2d", x, w, b);
+    int needs = graph_needs_grad(g, x, w, b);
+    Tensor *y = op_output(g, 4, (int[]){x->shape[0], w->shape[0], cg.oh, cg.ow}, needs);
+    ConvDims d = conv_dims(x, w, b, &cg);
+    if (use_reference() || !conv_dnnl_forward(&d, x->data, w->data, b ? b->data : NULL, y->data))
+        conv2d_forward_reference(&cg, x, w, b, y);
     if (needs) {
         TapeEntry *e = graph_record(g, OP_CONV2D, y);
         e->in[0] = x;
@@ -222,7 +247,7 @@ Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int pad
  * db += Σ_{n, l} dy[n, :, l]. With several workers each sums dw over its
  * block of chunks into its own buffer and the blocks are added in worker
  * order, so the result depends on the thread count but not on scheduling. */
-void conv2d_backward(TapeEntry *e) {
+static void conv2d_backward_reference(TapeEntry *e) {
     Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
     int stride = e->iarg[0], padding = e->iarg[1];
     ConvGeometry cg = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3],
@@ -294,6 +319,35 @@ void conv2d_backward(TapeEntry *e) {
     }
 }
 
+/* The same gradients through oneDNN; returns 0, having written nothing, when
+ * oneDNN has no backward primitives for the shape. */
+static int conv2d_backward_dnnl(TapeEntry *e) {
+    Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *y = e->out;
+    ConvGeometry cg = {x->shape[1], x->shape[2], x->shape[3], w->shape[2], w->shape[3],
+                       y->shape[2], y->shape[3], e->iarg[0], e->iarg[1]};
+    ConvDims d = conv_dims(x, w, b, &cg);
+    if (!conv_dnnl_backward_ready(&d)) return 0;
+    ConvGrads grads = {0};
+    if (x->grad) {
+        grads.dx = x->grad;
+        grads.dx_add = !tensor_grad_claim(x);
+    }
+    if (w->grad) {
+        grads.dw = w->grad;
+        grads.dw_add = !tensor_grad_claim(w);
+    }
+    if (b && b->grad) {
+        grads.db = b->grad;
+        grads.db_add = !tensor_grad_claim(b);
+    }
+    conv_dnnl_backward(&d, x->data, w->data, y->grad, &grads);
+    return 1;
+}
+
+void conv2d_backward(TapeEntry *e) {
+    if (use_reference() || !conv2d_backward_dnnl(e)) conv2d_backward_reference(e);
+}
+
 /* ---- pooling: shared geometry --------------------------------------------- */
 
 static Tensor *pool_output(Graph *g, Tensor *x, int kernel, int stride, int padding, const char *op, int needs) {
@@ -307,6 +361,43 @@ static Tensor *pool_output(Graph *g, Tensor *x, int kernel, int stride, int padd
 
 /* ---- max_pool2d: y[n, c, oy, ox] = max over the window of x[n, c] ------------ */
 
+/* -1 until the first max_pool2d reads SPECDYN_POOL_REFERENCE; see max_pool2d_use_reference. */
+static int pool_reference_only = -1;
+
+void max_pool2d_use_reference(int on) { pool_reference_only = on; }
+
+static int pool_use_reference(void) {
+    if (pool_reference_only < 0) pool_reference_only = getenv("SPECDYN_POOL_REFERENCE") != NULL;
+    return pool_reference_only;
+}
+
+/* Keep v as the window's maximum if it beats best: strictly greater keeps
+ * the first maximum, and NaN propagates, as in PyTorch. */
+static inline void max_update(float v, int index, float *best, int *best_index) {
+    if (v > *best || isnan(v)) {
+        *best = v;
+        *best_index = index;
+    }
+}
+
+/* One plane of the 2 × 2, stride-2, unpadded pooling of VGG and LeNet:
+ * every window lies inside the plane, so the loop needs no bounds checks. */
+static void max_pool_plane_2x2(const float *restrict xp, int w, int oh, int ow, float *restrict yp, int *restrict argmax) {
+    for (int oy = 0; oy < oh; oy++) {
+        int top = 2 * oy * w;
+        for (int ox = 0; ox < ow; ox++) {
+            int at = top + 2 * ox;
+            float best = xp[at];
+            int best_index = at;
+            max_update(xp[at + 1], at + 1, &best, &best_index);
+            max_update(xp[at + w], at + w, &best, &best_index);
+            max_update(xp[at + w + 1], at + w + 1, &best, &best_index);
+            yp[oy * ow + ox] = best;
+            if (argmax) argmax[oy * ow + ox] = best_index;
+        }
+    }
+}
+
 Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding) {
     int needs = graph_needs_grad(g, x, NULL, NULL);
     Tensor *y = pool_output(g, x, kernel, stride, padding, "max_pool2d", needs);
@@ -314,9 +405,14 @@ Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding) 
     long planes = (long)x->shape[0] * x->shape[1];
     /* argmax[p, oy, ox]: index within input plane p of the element that won. */
     int *argmax = needs ? arena_alloc(&g->arena, (size_t)y->size * sizeof(int)) : NULL;
+    int fast = kernel == 2 && stride == 2 && padding == 0 && !pool_use_reference();
 #pragma omp parallel for schedule(static) if (x->size > PARALLEL_MIN)
     for (long p = 0; p < planes; p++) {
         const float *xp = x->data + p * h * w;
+        if (fast) {
+            max_pool_plane_2x2(xp, w, oh, ow, y->data + p * oh * ow, argmax ? argmax + p * oh * ow : NULL);
+            continue;
+        }
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
                 float best = -INFINITY;

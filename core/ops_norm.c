@@ -17,6 +17,55 @@ typedef struct {
     float *invstd;   /* [C] 1 / sqrt(var + eps) */
 } NormStats;
 
+/* Channel sums run in double, in LANES independent partial sums that the
+ * compiler turns into vector adds. A single running sum would be a serial
+ * chain of adds, which the compiler cannot vectorise without reassociation.
+ * The lanes are combined in a fixed order, so the result does not depend
+ * on the thread count. */
+#define LANES 16
+
+/* Σ x[i] over a row of n elements, added to *total. */
+static void add_row_sum(const float *restrict x, long n, double *total) {
+    double acc[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)x[i + j];
+    for (; i < n; i++) acc[i % LANES] += (double)x[i];
+    for (int j = 0; j < LANES; j++) *total += acc[j];
+}
+
+/* Σ (x[i] − mu)² over a row, added to *total. */
+static void add_row_squared_deviation(const float *restrict x, long n, double mu, double *total) {
+    double acc[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = (double)x[i + j] - mu;
+            acc[j] += d * d;
+        }
+    for (; i < n; i++) {
+        double d = (double)x[i] - mu;
+        acc[i % LANES] += d * d;
+    }
+    for (int j = 0; j < LANES; j++) *total += acc[j];
+}
+
+/* Σ dy · x̂ over a row, x̂ = (x − mu) · inv in float, added to *total. */
+static void add_row_dot_xhat(const float *restrict dy, const float *restrict x, long n, float mu, float inv,
+                             double *total) {
+    double acc[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)dy[i + j] * (double)((x[i + j] - mu) * inv);
+    for (; i < n; i++) acc[i % LANES] += (double)dy[i] * (double)((x[i] - mu) * inv);
+    for (int j = 0; j < LANES; j++) *total += acc[j];
+}
+
+/* y = x · scale + shift over a row. */
+static void scale_row(const float *restrict x, long n, float scale, float shift, float *restrict y) {
+    for (long i = 0; i < n; i++) y[i] = x[i] * scale + shift;
+}
+
 Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *running_mean,
                      Tensor *running_var, float momentum, float eps) {
     SHAPE_CHECK(x->ndim == 2 || x->ndim == 4, "batchnorm", x, gamma, beta);
@@ -39,14 +88,9 @@ Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *r
         if (g->training) {
             /* Two passes in double: the one-pass E[x²] − E[x]² cancels badly when |mean| ≫ std. */
             double sum = 0.0;
-            for (int b = 0; b < n; b++)
-                for (long i = 0; i < s; i++) sum += (double)x->data[((long)b * c + ch) * s + i];
+            for (int b = 0; b < n; b++) add_row_sum(x->data + ((long)b * c + ch) * s, s, &sum);
             double mu = sum / (double)m, sq = 0.0;
-            for (int b = 0; b < n; b++)
-                for (long i = 0; i < s; i++) {
-                    double d = (double)x->data[((long)b * c + ch) * s + i] - mu;
-                    sq += d * d;
-                }
+            for (int b = 0; b < n; b++) add_row_squared_deviation(x->data + ((long)b * c + ch) * s, s, mu, &sq);
             double var = sq / (double)m;
             mean[ch] = (float)mu;
             invstd[ch] = (float)(1.0 / sqrt(var + (double)eps));
@@ -60,11 +104,10 @@ Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *r
             invstd[ch] = 1.0f / sqrtf(running_var->data[ch] + eps);
         }
         float scale = gamma->data[ch] * invstd[ch], shift = beta->data[ch] - mean[ch] * scale;
-        for (int b = 0; b < n; b++)
-            for (long i = 0; i < s; i++) {
-                long at = ((long)b * c + ch) * s + i;
-                y->data[at] = x->data[at] * scale + shift;
-            }
+        for (int b = 0; b < n; b++) {
+            long row = ((long)b * c + ch) * s;
+            scale_row(x->data + row, s, scale, shift, y->data + row);
+        }
     }
     if (needs) {
         TapeEntry *e = graph_record(g, OP_BATCHNORM, y);
@@ -78,6 +121,29 @@ Tensor *op_batchnorm(Graph *g, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *r
         e->saved = st;
     }
     return y;
+}
+
+/* The per-channel constants of dx. */
+typedef struct {
+    float mu, inv;           /* mean and 1 / std used in the forward */
+    float k;                 /* gamma · inv */
+    float mean_dy, mean_dy_xhat;
+    int training;            /* 1: batch statistics, so the means enter dx */
+} RowGrad;
+
+/* dx = k · (dy − mean_dy − x̂ · mean_dy_xhat) with batch statistics, k · dy
+ * otherwise; stored when store is set, added otherwise. */
+static void put_row_input_grad(const float *restrict dy, const float *restrict x, long n, const RowGrad *r, int store,
+                               float *restrict dx) {
+    float mu = r->mu, inv = r->inv, k = r->k, mean_dy = r->mean_dy, mean_dy_xhat = r->mean_dy_xhat;
+    if (r->training && store)
+        for (long i = 0; i < n; i++) dx[i] = k * (dy[i] - mean_dy - (x[i] - mu) * inv * mean_dy_xhat);
+    else if (r->training)
+        for (long i = 0; i < n; i++) dx[i] += k * (dy[i] - mean_dy - (x[i] - mu) * inv * mean_dy_xhat);
+    else if (store)
+        for (long i = 0; i < n; i++) dx[i] = k * dy[i];
+    else
+        for (long i = 0; i < n; i++) dx[i] += k * dy[i];
 }
 
 /* Differentiates y = x̂ ⊙ gamma + beta with x̂ = (x − mean) · invstd:
@@ -99,24 +165,21 @@ void batchnorm_backward(TapeEntry *e) {
     for (int ch = 0; ch < c; ch++) {
         float mu = st->mean[ch], inv = st->invstd[ch];
         double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int b = 0; b < n; b++)
-            for (long i = 0; i < s; i++) {
-                long at = ((long)b * c + ch) * s + i;
-                sum_dy += (double)y->grad[at];
-                sum_dy_xhat += (double)y->grad[at] * (double)((x->data[at] - mu) * inv);
-            }
+        for (int b = 0; b < n; b++) {
+            long row = ((long)b * c + ch) * s;
+            add_row_sum(y->grad + row, s, &sum_dy);
+            add_row_dot_xhat(y->grad + row, x->data + row, s, mu, inv, &sum_dy_xhat);
+        }
         if (gamma->grad) GRAD_PUT(gamma_store, gamma->grad, ch, (float)sum_dy_xhat);
         if (beta->grad) GRAD_PUT(beta_store, beta->grad, ch, (float)sum_dy);
         if (!x->grad) continue;
         float k = gamma->data[ch] * inv;
         float mean_dy = (float)(sum_dy / (double)m), mean_dy_xhat = (float)(sum_dy_xhat / (double)m);
-        for (int b = 0; b < n; b++)
-            for (long i = 0; i < s; i++) {
-                long at = ((long)b * c + ch) * s + i;
-                float d = y->grad[at];
-                if (training) d = d - mean_dy - (x->data[at] - mu) * inv * mean_dy_xhat;
-                GRAD_PUT(x_store, x->grad, at, k * d);
-            }
+        for (int b = 0; b < n; b++) {
+            long row = ((long)b * c + ch) * s;
+            put_row_input_grad(y->grad + row, x->data + row, s, &(RowGrad){mu, inv, k, mean_dy, mean_dy_xhat, training},
+                               x_store, x->grad + row);
+        }
     }
 }
 

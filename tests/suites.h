@@ -18,6 +18,7 @@ extern const TestCase linear_path_tests[];
 extern const TestCase golden_tests[];
 extern const TestCase grad_conv_tests[];
 extern const TestCase golden_conv_tests[];
+extern const TestCase conv_dnnl_tests[];
 extern const TestCase images_tests[];
 extern const TestCase train_tests[];
 extern const TestCase spectral_tests[];
@@ -32,6 +33,7 @@ static const TestCase *const all_suites[] = {
     golden_tests,
     grad_conv_tests,
     golden_conv_tests,
+    conv_dnnl_tests,
     images_tests,
     train_tests,
     spectral_tests,

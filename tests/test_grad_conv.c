@@ -181,12 +181,13 @@ static void grad_dropout(void) {
     check_case(fwd_dropout, &(GradCase){"dropout 4-D p 0.5", 1, {4}, {{2, 3, 2, 2}}, .farg = 0.5f}, 17);
 }
 
-/* conv2d's chunked im2col-GEMM path against the definition, evaluated with
- * direct loops in double precision: y, dx, dw and db for a random upstream
- * gradient, within 1e-4 relative plus 1e-5 of the largest magnitude. The
- * shapes make conv2d cut the batch into chunks run by several threads
- * (including a last chunk of one sample), run one chunk with OpenBLAS
- * threading the GEMM, use stride 2 with odd sizes, and a 5 × 5 kernel. */
+/* conv2d's chunked im2col-GEMM path, and oneDNN, against the definition,
+ * evaluated with direct loops in double precision: y, dx, dw and db for a
+ * random upstream gradient, within 1e-4 relative plus 1e-5 of the largest
+ * magnitude. The shapes make the GEMM path cut the batch into chunks run by
+ * several threads (including a last chunk of one sample), run one chunk
+ * with OpenBLAS threading the GEMM, use stride 2 with odd sizes, and a
+ * 5 × 5 kernel. */
 typedef struct {
     int n, c, h, w, o, k, stride, padding;
 } ConvShape;
@@ -205,7 +206,7 @@ static int count_far(const float *got, const double *want, long n) {
     return far;
 }
 
-static void check_conv_reference(const ConvShape *cs, unsigned seed) {
+static void check_conv_reference(const ConvShape *cs, unsigned seed, const char *path) {
     Rng rng;
     rng_seed(&rng, seed, 91);
     Arena keep;
@@ -249,9 +250,9 @@ static void check_conv_reference(const ConvShape *cs, unsigned seed) {
                             }
                     ry[yi] = acc;
                 }
-    char label[96];
-    snprintf(label, sizeof label, "n %d c %d %dx%d o %d k %d stride %d padding %d", cs->n, cs->c, cs->h, cs->w, cs->o,
-             cs->k, cs->stride, cs->padding);
+    char label[128];
+    snprintf(label, sizeof label, "%s: n %d c %d %dx%d o %d k %d stride %d padding %d", path, cs->n, cs->c, cs->h, cs->w,
+             cs->o, cs->k, cs->stride, cs->padding);
     int far_y = count_far(y->data, ry, y_size), far_dx = count_far(x->grad, rdx, x->size);
     int far_dw = count_far(w->grad, rdw, w->size), far_db = count_far(b->grad, rdb, b->size);
     EXPECT(far_y == 0 && far_dx == 0 && far_dw == 0 && far_db == 0,
@@ -279,8 +280,162 @@ static void conv2d_matches_direct_loops(void) {
         {5, 6, 7, 7, 3, 1, 2, 0},     /* ResNet's 1 × 1 stride-2 shortcut */
         {3, 2, 1, 1, 2, 7, 2, 3},     /* a kernel wider than the image */
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_conv_reference(&shapes[i], 30 + (unsigned)i);
+    static const char *const paths[2] = {"oneDNN", "im2col-GEMM"};
+    for (int reference = 1; reference >= 0; reference--) {
+        conv2d_use_reference(reference);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            check_conv_reference(&shapes[i], 30 + (unsigned)i, paths[reference]);
+    }
+    conv2d_use_reference(0);
     omp_set_num_threads(threads);
+}
+
+/* max_pool2d's 2 × 2 stride-2 loop against the general window loop: y and
+ * dx must agree bit for bit, since both compare the same values in the
+ * same order. The input has ties (values repeat), a NaN, and odd sizes
+ * whose last row and column no window reaches. */
+static void run_max_pool(Tensor *x, const float *dy, int reference, float *y_out) {
+    max_pool2d_use_reference(reference);
+    Graph g;
+    graph_init(&g);
+    Tensor *y = op_max_pool2d(&g, x, 2, 2, 0);
+    memcpy(y_out, y->data, (size_t)y->size * sizeof(float));
+    graph_backward_seeded(&g, y, dy);
+    graph_free(&g);
+    max_pool2d_use_reference(0);
+}
+
+static void max_pool_2x2_matches_general(void) {
+    Rng rng;
+    rng_seed(&rng, 8, 3);
+    const int shapes[][4] = {{4, 3, 8, 6}, {2, 5, 5, 7}, {128, 2, 2, 2}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        Arena keep;
+        arena_init(&keep, 1 << 20);
+        Tensor *x = tensor_new(&keep, 4, shapes[k], 1);
+        /* Eight levels, so windows often hold equal maxima. */
+        for (long i = 0; i < x->size; i++) x->data[i] = (float)(int)(8.0f * rng_uniform(&rng)) - 4.0f;
+        x->data[x->size / 2] = NAN;
+        long y_size = (long)shapes[k][0] * shapes[k][1] * (shapes[k][2] / 2) * (shapes[k][3] / 2);
+        float *dy = sd_malloc((size_t)y_size * sizeof(float)), *y_fast = sd_malloc((size_t)y_size * sizeof(float));
+        float *y_general = sd_malloc((size_t)y_size * sizeof(float)), *dx_fast = sd_malloc((size_t)x->size * sizeof(float));
+        for (long i = 0; i < y_size; i++) dy[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+        run_max_pool(x, dy, 0, y_fast);
+        memcpy(dx_fast, x->grad, (size_t)x->size * sizeof(float));
+        x->grad_unset[0] = 1;
+        run_max_pool(x, dy, 1, y_general);
+        /* memcmp: NaN compares unequal to itself with ==, but its bits repeat. */
+        EXPECT(memcmp(y_fast, y_general, (size_t)y_size * sizeof(float)) == 0, "shape %zu: y differs", k);
+        EXPECT(memcmp(dx_fast, x->grad, (size_t)x->size * sizeof(float)) == 0, "shape %zu: dx differs", k);
+        free(dy);
+        free(y_fast);
+        free(y_general);
+        free(dx_fast);
+        arena_free(&keep);
+    }
+}
+
+/* Batch norm in training mode against the definition evaluated with
+ * direct loops in double precision: y, the running statistics, dx, dgamma
+ * and dbeta within 1e-5 of each tensor's max magnitude. The row lengths
+ * (H·W = 1, 3, 16, 37 and 1024) cover the vector lanes of the channel sums
+ * and their remainders. */
+typedef struct {
+    int ndim, n, c, h, w;
+} NormShape;
+
+static int far_from(const float *got, const double *want, long n, double tolerance) {
+    double scale = 0.0;
+    for (long i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
+    int far = 0;
+    for (long i = 0; i < n; i++) far += !(fabs((double)got[i] - want[i]) <= tolerance * scale);
+    return far;
+}
+
+static void check_batchnorm_reference(const NormShape *ns, unsigned seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 5);
+    Arena keep;
+    arena_init(&keep, 1 << 20);
+    int shape[4] = {ns->n, ns->c, ns->h, ns->w};
+    Tensor *x = tensor_new(&keep, ns->ndim, shape, 1);
+    Tensor *gamma = tensor_new(&keep, 1, &ns->c, 1), *beta = tensor_new(&keep, 1, &ns->c, 1);
+    Tensor *rm = tensor_new(&keep, 1, &ns->c, 0), *rv = tensor_new(&keep, 1, &ns->c, 0);
+    /* An offset of 3 makes the mean large against the spread, as after a ReLU. */
+    for (long i = 0; i < x->size; i++) x->data[i] = 3.0f + 2.0f * rng_uniform(&rng) - 1.0f;
+    for (int ch = 0; ch < ns->c; ch++) {
+        gamma->data[ch] = 0.5f + rng_uniform(&rng);
+        beta->data[ch] = rng_uniform(&rng) - 0.5f;
+        rm->data[ch] = 0.1f;
+        rv->data[ch] = 1.0f;
+    }
+    float *dy = sd_malloc((size_t)x->size * sizeof(float));
+    for (long i = 0; i < x->size; i++) dy[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    Graph g;
+    graph_init(&g);
+    Tensor *y = op_batchnorm(&g, x, gamma, beta, rm, rv, 0.1f, 1e-5f);
+    graph_backward_seeded(&g, y, dy);
+
+    long s = ns->ndim == 4 ? (long)ns->h * ns->w : 1, m = ns->n * s;
+    double *ry = sd_malloc((size_t)x->size * sizeof(double)), *rdx = sd_malloc((size_t)x->size * sizeof(double));
+    double *rdgamma = sd_calloc((size_t)ns->c, sizeof(double)), *rdbeta = sd_calloc((size_t)ns->c, sizeof(double));
+    double *rrm = sd_malloc((size_t)ns->c * sizeof(double)), *rrv = sd_malloc((size_t)ns->c * sizeof(double));
+    for (int ch = 0; ch < ns->c; ch++) {
+        double mean = 0.0, var = 0.0;
+        for (int b = 0; b < ns->n; b++)
+            for (long i = 0; i < s; i++) mean += (double)x->data[((long)b * ns->c + ch) * s + i];
+        mean /= (double)m;
+        for (int b = 0; b < ns->n; b++)
+            for (long i = 0; i < s; i++) var += pow((double)x->data[((long)b * ns->c + ch) * s + i] - mean, 2);
+        rrm[ch] = 0.9 * 0.1 + 0.1 * mean;
+        rrv[ch] = 0.9 * 1.0 + 0.1 * var / (double)(m - 1);
+        var /= (double)m;
+        double inv = 1.0 / sqrt(var + 1e-5), sum_dy = 0.0, sum_dy_xhat = 0.0;
+        for (int b = 0; b < ns->n; b++)
+            for (long i = 0; i < s; i++) {
+                long at = ((long)b * ns->c + ch) * s + i;
+                double xhat = ((double)x->data[at] - mean) * inv;
+                ry[at] = xhat * (double)gamma->data[ch] + (double)beta->data[ch];
+                sum_dy += (double)dy[at];
+                sum_dy_xhat += (double)dy[at] * xhat;
+            }
+        rdgamma[ch] = sum_dy_xhat;
+        rdbeta[ch] = sum_dy;
+        for (int b = 0; b < ns->n; b++)
+            for (long i = 0; i < s; i++) {
+                long at = ((long)b * ns->c + ch) * s + i;
+                double xhat = ((double)x->data[at] - mean) * inv;
+                rdx[at] = (double)gamma->data[ch] * inv * ((double)dy[at] - sum_dy / (double)m - xhat * sum_dy_xhat / (double)m);
+            }
+    }
+    char label[64];
+    snprintf(label, sizeof label, "%d-D n %d c %d %dx%d", ns->ndim, ns->n, ns->c, ns->h, ns->w);
+    EXPECT(far_from(y->data, ry, x->size, 1e-5) == 0, "%s: y off the direct loops", label);
+    EXPECT(far_from(x->grad, rdx, x->size, 1e-5) == 0, "%s: dx off the direct loops", label);
+    EXPECT(far_from(gamma->grad, rdgamma, ns->c, 1e-5) == 0, "%s: dgamma off the direct loops", label);
+    EXPECT(far_from(beta->grad, rdbeta, ns->c, 1e-5) == 0, "%s: dbeta off the direct loops", label);
+    EXPECT(far_from(rm->data, rrm, ns->c, 1e-5) == 0, "%s: running mean off the direct loops", label);
+    EXPECT(far_from(rv->data, rrv, ns->c, 1e-5) == 0, "%s: running var off the direct loops", label);
+    free(ry);
+    free(rdx);
+    free(rdgamma);
+    free(rdbeta);
+    free(rrm);
+    free(rrv);
+    free(dy);
+    graph_free(&g);
+    arena_free(&keep);
+}
+
+static void batchnorm_matches_direct_loops(void) {
+    const NormShape shapes[] = {
+        {2, 9, 5, 1, 1},      /* [N, C] */
+        {4, 6, 3, 1, 3},      /* rows shorter than the lanes */
+        {4, 5, 4, 4, 4},      /* one full set of lanes per row */
+        {4, 3, 2, 37, 1},     /* two sets and a remainder */
+        {4, 16, 16, 32, 32},  /* VGG's first block at batch 16 */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_batchnorm_reference(&shapes[i], 60 + (unsigned)i);
 }
 
 static void dropout_semantics(void) {
@@ -529,6 +684,8 @@ static void convnet_names_and_pairs(void) {
 const TestCase grad_conv_tests[] = {
     {"grad conv2d", grad_conv2d},
     {"conv2d matches direct loops", conv2d_matches_direct_loops},
+    {"max_pool2d 2x2 matches general loop", max_pool_2x2_matches_general},
+    {"batchnorm matches direct loops", batchnorm_matches_direct_loops},
     {"grad pooling", grad_pooling},
     {"grad batchnorm", grad_batchnorm},
     {"grad dropout", grad_dropout},
