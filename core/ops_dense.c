@@ -153,8 +153,8 @@ Tensor *op_linear_onehot(Graph *g, const int *ids, int rows, int fields, Tensor 
 }
 
 /* Differentiates op_linear_onehot: dW[:, ids[r, f]] += dy[r], db += Σ_rows dy.
- * The scatter goes into a dense dWᵀ [in, out] with the rows in order; each
- * thread owns a block of its columns, so the sum order is fixed. */
+ * The scatter adds the rows in order into a dense dWᵀ [in, out]. Each thread
+ * owns a block of its columns, so the sum order is fixed. */
 void linear_onehot_backward(TapeEntry *e) {
     Tensor *w = e->in[0], *b = e->in[1], *y = e->out;
     const int *ids = e->saved;
