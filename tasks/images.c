@@ -20,6 +20,9 @@
 #include "rng.h"
 #include "task.h"
 
+/* Batches with fewer pixels than this are converted on one thread. */
+#define PARALLEL_PIXELS_MIN 32768
+
 #define FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 #define MAX_CHANNELS 3
 
@@ -121,22 +124,33 @@ static Tensor *images_forward(Task *t, Graph *g, Split split, const long *idx, l
     int *labels = arena_alloc(&g->arena, (size_t)n * sizeof(int));
     int augment = m->augment && split == SPLIT_TRAIN && g->training;
     int pad = side / 8;
+    /* The augmentation draws come first, in sample order, so the pixel loop can run in parallel. */
+    int *shifts = arena_alloc(&g->arena, (size_t)n * 3 * sizeof(int));
+    for (long i = 0; i < n; i++) {
+        labels[i] = s->labels[idx[i]];
+        shifts[3 * i] = shifts[3 * i + 1] = shifts[3 * i + 2] = 0;
+        if (augment) {
+            shifts[3 * i] = (int)rng_below(&g->rng, (uint64_t)(2 * pad + 1)) - pad;
+            shifts[3 * i + 1] = (int)rng_below(&g->rng, (uint64_t)(2 * pad + 1)) - pad;
+            shifts[3 * i + 2] = (int)rng_below(&g->rng, 2);
+        }
+    }
+#pragma omp parallel for schedule(static) if (n * c * plane > PARALLEL_PIXELS_MIN)
     for (long i = 0; i < n; i++) {
         const unsigned char *src = s->pixels + (size_t)idx[i] * c * plane;
-        labels[i] = s->labels[idx[i]];
-        int shift_y = 0, shift_x = 0, flip = 0;
-        if (augment) {
-            shift_y = (int)rng_below(&g->rng, (uint64_t)(2 * pad + 1)) - pad;
-            shift_x = (int)rng_below(&g->rng, (uint64_t)(2 * pad + 1)) - pad;
-            flip = (int)rng_below(&g->rng, 2);
-        }
+        int shift_y = shifts[3 * i], shift_x = shifts[3 * i + 1], flip = shifts[3 * i + 2];
         for (int ch = 0; ch < c; ch++) {
             float *dst = x->data + ((size_t)i * c + ch) * plane;
+            const unsigned char *plane_src = src + ch * plane;
             float mean = m->mean[ch], inv_std = 1.0f / m->std[ch];
+            if (!shift_y && !shift_x && !flip) {
+                for (long k = 0; k < plane; k++) dst[k] = (plane_src[k] / 255.0f - mean) * inv_std;
+                continue;
+            }
             for (int yy = 0; yy < side; yy++)
                 for (int xx = 0; xx < side; xx++) {
                     int sy = yy + shift_y, sx = (flip ? side - 1 - xx : xx) + shift_x;
-                    float v = sy >= 0 && sy < side && sx >= 0 && sx < side ? src[ch * plane + sy * side + sx] / 255.0f : 0.0f;
+                    float v = sy >= 0 && sy < side && sx >= 0 && sx < side ? plane_src[sy * side + sx] / 255.0f : 0.0f;
                     dst[yy * side + xx] = (v - mean) * inv_std;
                 }
         }
