@@ -596,23 +596,31 @@ static void grad_lenet(void) {
     check_convnet(&(ConvNetConfig){.arch = "lenet", .channels = 1, .image_size = 12, .classes = 3, .width = 0.5}, 3, 1e-3f);
 }
 
-/* Every trainable parameter of a deep net gets a finite gradient, nonzero
- * except conv biases followed by batch norm (the batch mean removes them). */
-static void check_gradients_reach(const ConvNetConfig *cfg, int batch) {
+/* Initialise net from seed 3 and run one forward and backward of the
+ * cross-entropy on a random batch whose sample i has label i mod classes.
+ * Returns the parameter store, which the caller frees with the net and g. */
+static ParamStore *backward_on_random_batch(const ConvNetConfig *cfg, int batch, ConvNet *net, Graph *g) {
     ParamStore *ps = calloc(1, sizeof *ps);
-    ConvNet net;
     Rng rng;
     rng_seed(&rng, 3, 1);
     char err[256];
-    EXPECT(convnet_init(&net, cfg, ps, &rng, err, sizeof err) == 0, "%s: %s", cfg->arch, err);
-    Graph g;
-    graph_init(&g);
-    Tensor *x = tensor_new(&g.arena, 4, (int[]){batch, cfg->channels, cfg->image_size, cfg->image_size}, 0);
+    EXPECT(convnet_init(net, cfg, ps, &rng, err, sizeof err) == 0, "%s: %s", cfg->arch, err);
+    graph_init(g);
+    Tensor *x = tensor_new(&g->arena, 4, (int[]){batch, cfg->channels, cfg->image_size, cfg->image_size}, 0);
     for (long i = 0; i < x->size; i++) x->data[i] = 2.0f * rng_uniform(&rng) - 1.0f;
+    int *labels = arena_alloc(&g->arena, (size_t)batch * sizeof(int));
+    for (int i = 0; i < batch; i++) labels[i] = i % cfg->classes;
     params_zero_grad(ps);
-    Tensor *y = convnet_forward(&net, &g, x);
-    int labels[8] = {0, 1, 2, 0, 1, 2, 0, 1};
-    graph_backward(&g, op_cross_entropy(&g, y, labels));
+    graph_backward(g, op_cross_entropy(g, convnet_forward(net, g, x), labels));
+    return ps;
+}
+
+/* Every trainable parameter of a deep net gets a finite gradient, nonzero
+ * except conv biases followed by batch norm (the batch mean removes them). */
+static void check_gradients_reach(const ConvNetConfig *cfg, int batch) {
+    ConvNet net;
+    Graph g;
+    ParamStore *ps = backward_on_random_batch(cfg, batch, &net, &g);
     for (int k = 0; k < ps->count; k++) {
         Param *p = &ps->params[k];
         double norm = 0.0;
@@ -644,20 +652,9 @@ typedef struct {
 /* Fill out with the gradient of every parameter of a freshly initialised net,
  * from one forward and backward on a fixed random batch. */
 static void net_gradients(const ConvNetConfig *cfg, int batch, NetGradients *out) {
-    ParamStore *ps = calloc(1, sizeof *ps);
     ConvNet net;
-    Rng rng;
-    rng_seed(&rng, 3, 1);
-    char err[256];
-    EXPECT(convnet_init(&net, cfg, ps, &rng, err, sizeof err) == 0, "%s: %s", cfg->arch, err);
     Graph g;
-    graph_init(&g);
-    Tensor *x = tensor_new(&g.arena, 4, (int[]){batch, cfg->channels, cfg->image_size, cfg->image_size}, 0);
-    for (long i = 0; i < x->size; i++) x->data[i] = 2.0f * rng_uniform(&rng) - 1.0f;
-    int *labels = malloc((size_t)batch * sizeof(int));
-    for (int i = 0; i < batch; i++) labels[i] = i % cfg->classes;
-    params_zero_grad(ps);
-    graph_backward(&g, op_cross_entropy(&g, convnet_forward(&net, &g, x), labels));
+    ParamStore *ps = backward_on_random_batch(cfg, batch, &net, &g);
     out->count = 0;
     for (int k = 0; k < ps->count && k < 128; k++) {
         Param *p = &ps->params[k];
@@ -669,7 +666,6 @@ static void net_gradients(const ConvNetConfig *cfg, int batch, NetGradients *out
         out->grads[i] = malloc((size_t)p->t.size * sizeof(float));
         memcpy(out->grads[i], p->t.grad, (size_t)p->t.size * sizeof(float));
     }
-    free(labels);
     graph_free(&g);
     convnet_free(&net);
     params_free(ps);
