@@ -206,7 +206,7 @@ def main():
              "", "Ratio = specdyn steps/s ÷ PyTorch steps/s. MFU = specdyn's model GFLOP/s ÷ large-sgemm GFLOP/s, "
              "with model FLOPs counted on the PyTorch model. For grok_tfmr specdyn does less arithmetic than that "
              "count (its first block runs on the token table and its last block only at the last position), and "
-             "so does vgg_fmnist (its winograd layers need 2.25× fewer multiplications than direct "
+             "so does vgg_fmnist (its winograd F(4×4, 3×3) layers need 4× fewer multiplications than direct "
              "convolution), so their GFLOP/s and MFU are nominal.",
              ""]
     lines += table("OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (headline)", peak_unset, rows_unset) + [""]

@@ -40,4 +40,9 @@ typedef struct {
  * conv_dnnl_backward_ready accepted. */
 void conv_dnnl_backward(const ConvDims *d, const float *x, const float *w, const float *dy, const ConvGrads *g);
 
+/* For tests of the fallback: primitives created while forward (backward)
+ * is set report no implementation for the forward (both backward) passes.
+ * Shapes already cached keep what they had. */
+void conv_dnnl_simulate_unimplemented(int forward, int backward);
+
 #endif

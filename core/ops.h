@@ -63,7 +63,8 @@ Tensor *op_conv2d(Graph *g, Tensor *x, Tensor *w, Tensor *b, int stride, int pad
 /* Select conv2d's implementation: on = 1 runs the im2col-GEMM reference
  * path, on = 0 (the default) oneDNN. Shapes that oneDNN does not implement
  * take the reference path either way. Without a call, setting the
- * environment variable SPECDYN_CONV_REFERENCE selects the reference path. */
+ * environment variable SPECDYN_CONV_REFERENCE to anything but "" or "0"
+ * selects the reference path. */
 void conv2d_use_reference(int on);
 /* Max pooling of x [N, C, H, W] over kernel × kernel windows (padding with
  * −inf, floor mode); the first maximum in a window takes the gradient. */
@@ -71,7 +72,8 @@ Tensor *op_max_pool2d(Graph *g, Tensor *x, int kernel, int stride, int padding);
 /* Select max_pool2d's implementation: on = 1 runs the general window loop
  * for every shape, on = 0 (the default) a loop without bounds checks for
  * 2 × 2 windows with stride 2 and no padding. Without a call, setting the
- * environment variable SPECDYN_POOL_REFERENCE selects the general loop. */
+ * environment variable SPECDYN_POOL_REFERENCE to anything but "" or "0"
+ * selects the general loop. */
 void max_pool2d_use_reference(int on);
 /* Average pooling (floor mode, zero padding counted in the divisor kernel²,
  * as nn.AvgPool2d's default count_include_pad = True). */

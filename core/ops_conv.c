@@ -204,13 +204,19 @@ static void conv2d_forward_reference(const ConvGeometry *cg_in, const Tensor *x,
     }
 }
 
+/* True when the environment variable name is set to anything but "" or "0". */
+static int env_flag(const char *name) {
+    const char *value = getenv(name);
+    return value && *value && strcmp(value, "0") != 0;
+}
+
 /* -1 until the first conv2d reads SPECDYN_CONV_REFERENCE; see conv2d_use_reference. */
 static int reference_only = -1;
 
 void conv2d_use_reference(int on) { reference_only = on; }
 
 static int use_reference(void) {
-    if (reference_only < 0) reference_only = getenv("SPECDYN_CONV_REFERENCE") != NULL;
+    if (reference_only < 0) reference_only = env_flag("SPECDYN_CONV_REFERENCE");
     return reference_only;
 }
 
@@ -367,7 +373,7 @@ static int pool_reference_only = -1;
 void max_pool2d_use_reference(int on) { pool_reference_only = on; }
 
 static int pool_use_reference(void) {
-    if (pool_reference_only < 0) pool_reference_only = getenv("SPECDYN_POOL_REFERENCE") != NULL;
+    if (pool_reference_only < 0) pool_reference_only = env_flag("SPECDYN_POOL_REFERENCE");
     return pool_reference_only;
 }
 

@@ -36,10 +36,12 @@ static void column_sums_add(const float *a, long rows, int cols, float *out) {
 
 /* Row-major C[M, N] = op(A) op(B) + beta C with C cut into one block per
  * thread, each a single-threaded sgemm (OpenBLAS runs serially inside an
- * OpenMP region): blocks of rows, or of columns when N is the larger side.
- * Each element's sum over K is one sgemm's, so the result does not depend on
- * the thread count. For the narrow products of small MLPs this replaces
- * OpenBLAS's own threading, whose synchronisation costs more than the work. */
+ * active OpenMP region): blocks of rows, or of columns when N is the larger
+ * side. For the narrow products of small MLPs this replaces OpenBLAS's own
+ * threading, whose synchronisation costs more than the work. Results repeat
+ * bit for bit at a fixed thread count but can change with it. OpenBLAS
+ * 0.3.21 may run a block with its small-matrix kernel and the whole product
+ * with its blocked one, and 128 × 256 → 10 differs between 1 and 2 threads. */
 static void sgemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, const float *a, int lda,
                         const float *b, int ldb, float beta, float *c, int ldc) {
     int threads = (long)m * n * k >= GEMM_SPLIT_MIN_MACS ? omp_get_max_threads() : 1;

@@ -212,9 +212,48 @@ static void conv2d_dnnl_deterministic(void) {
     omp_set_num_threads(threads);
 }
 
+/* With oneDNN reporting no implementation, conv2d takes the reference path:
+ * for the whole op when the forward is missing, for the gradients when only
+ * the backward is. The reference results then repeat bit for bit. */
+static void check_fallback(const DnnlCase *c, int forward_missing) {
+    const char *label = forward_missing ? "no oneDNN forward" : "no oneDNN backward";
+    ConvDims d = {c->n, c->c, c->h, c->w, c->o, c->kh, c->kw, 0, 0, c->stride, c->padding, c->bias};
+    out_size(c, &d.oh, &d.ow);
+    conv_dnnl_simulate_unimplemented(forward_missing, 1);
+    EXPECT(!conv_dnnl_backward_ready(&d), "%s: oneDNN still offers the backward", label);
+    ConvResult dnnl[2], ref[2];
+    run_path(c, 0, 9, &dnnl[0], &dnnl[1]);
+    conv_dnnl_simulate_unimplemented(0, 0);
+    run_path(c, 1, 9, &ref[0], &ref[1]);
+    int oh, ow;
+    long y_size = out_size(c, &oh, &ow), x_size = (long)c->n * c->c * c->h * c->w;
+    long w_size = (long)c->o * c->c * c->kh * c->kw;
+    for (int pass = 0; pass < 2; pass++) {
+        if (forward_missing)
+            EXPECT(memcmp(dnnl[pass].y, ref[pass].y, (size_t)y_size * sizeof(float)) == 0, "%s: y differs", label);
+        else
+            expect_agree(label, "y", dnnl[pass].y, ref[pass].y, y_size);
+        EXPECT(memcmp(dnnl[pass].dx, ref[pass].dx, (size_t)x_size * sizeof(float)) == 0, "%s: dx differs, pass %d",
+               label, pass);
+        EXPECT(memcmp(dnnl[pass].dw, ref[pass].dw, (size_t)w_size * sizeof(float)) == 0, "%s: dw differs, pass %d",
+               label, pass);
+        EXPECT(memcmp(dnnl[pass].db, ref[pass].db, (size_t)c->o * sizeof(float)) == 0, "%s: db differs, pass %d",
+               label, pass);
+        free_result(&dnnl[pass]);
+        free_result(&ref[pass]);
+    }
+}
+
+static void conv2d_dnnl_falls_back(void) {
+    /* Shapes no other test uses, so no cached primitives exist for them. */
+    check_fallback(&(DnnlCase){3, 5, 7, 7, 6, 3, 3, 1, 1, 1, 1}, 1);
+    check_fallback(&(DnnlCase){3, 5, 7, 7, 9, 3, 3, 1, 1, 1, 1}, 0);
+}
+
 const TestCase conv_dnnl_tests[] = {
     {"conv2d oneDNN implements cases", conv2d_dnnl_implements_cases},
     {"conv2d oneDNN matches reference", conv2d_dnnl_matches_reference},
     {"conv2d oneDNN deterministic", conv2d_dnnl_deterministic},
+    {"conv2d oneDNN falls back", conv2d_dnnl_falls_back},
     {NULL, NULL},
 };

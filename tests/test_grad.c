@@ -138,7 +138,7 @@ static void grad_linear(void) {
 }
 
 static void grad_linear_onehot(void) {
-    /* Row 2 lists column 3 twice, which counts it twice. */
+    /* The second row lists column 3 twice, which counts it twice. */
     check_case(fwd_linear_onehot,
                &(GradCase){"linear_onehot", 2, {2, 1}, {{5, 7}, {5}}, .ids = {0, 4, 6, 1, 3, 3, 2, 5, 6, 6, 0, 1},
                            .iarg = {4, 3}},

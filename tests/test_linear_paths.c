@@ -92,11 +92,11 @@ static void check_linear_against_loops(int rows, int in, int out) {
 }
 
 static void linear_split_matches_loops(void) {
-    /* The split needs at least 2 threads, whatever OMP_NUM_THREADS says. */
+    /* The split needs at least 2 threads, whatever OMP_NUM_THREADS sets. */
     int threads = omp_get_max_threads();
     omp_set_num_threads(threads < 2 ? 2 : threads);
-    check_linear_against_loops(300, 64, 96);  /* forward and dx split by rows, dw by columns */
-    check_linear_against_loops(40, 300, 120); /* forward and dx split by columns */
+    check_linear_against_loops(300, 64, 96);  /* every product split by rows */
+    check_linear_against_loops(40, 300, 120); /* forward and dx split by columns, dw by rows */
     check_linear_against_loops(513, 33, 17);  /* odd sizes, uneven blocks */
     check_linear_against_loops(5, 7, 3);      /* below the split size: one sgemm */
     omp_set_num_threads(threads);
@@ -130,24 +130,29 @@ static void linear_onehot_matches_dense(void) {
     float *dy = malloc((size_t)ROWS * OUT * sizeof(float));
     for (long i = 0; i < (long)ROWS * OUT; i++) dy[i] = 2.0f * rng_uniform(&rng) - 1.0f;
 
+    /* The first backward stores the weight gradients, the second adds to them. */
     Graph g;
     graph_init(&g);
     g.recording = 1;
     Tensor *sparse = op_linear_onehot(&g, ids, ROWS, FIELDS, w[0], b[0]);
-    graph_backward_seeded(&g, sparse, dy);
     Graph h;
     graph_init(&h);
     h.recording = 1;
     Tensor *dense = op_linear(&h, x, w[1], b[1]);
-    graph_backward_seeded(&h, dense, dy);
-
     double *want = malloc((size_t)ROWS * OUT * sizeof(double));
     for (long i = 0; i < (long)ROWS * OUT; i++) want[i] = dense->data[i];
     expect_all_close("linear_onehot y", sparse->data, want, (long)ROWS * OUT);
-    for (long i = 0; i < w[1]->size; i++) want[i] = w[1]->grad[i];
-    expect_all_close("linear_onehot dw", w[0]->grad, want, w[1]->size);
-    for (long i = 0; i < b[1]->size; i++) want[i] = b[1]->grad[i];
-    expect_all_close("linear_onehot db", b[0]->grad, want, b[1]->size);
+    for (int pass = 0; pass < 2; pass++) {
+        graph_backward_seeded(&g, sparse, dy);
+        graph_backward_seeded(&h, dense, dy);
+        char what[64];
+        snprintf(what, sizeof what, "linear_onehot dw, backward %d", pass + 1);
+        for (long i = 0; i < w[1]->size; i++) want[i] = w[1]->grad[i];
+        expect_all_close(what, w[0]->grad, want, w[1]->size);
+        snprintf(what, sizeof what, "linear_onehot db, backward %d", pass + 1);
+        for (long i = 0; i < b[1]->size; i++) want[i] = b[1]->grad[i];
+        expect_all_close(what, b[0]->grad, want, b[1]->size);
+    }
 
     free(want);
     free(dy);
