@@ -155,8 +155,8 @@ Tensor *op_linear_onehot(Graph *g, const int *ids, int rows, int fields, Tensor 
 }
 
 /* Differentiates op_linear_onehot: dW[:, ids[r, f]] += dy[r], db += Σ_rows dy.
- * The scatter adds the rows in order into a dense dWᵀ [in, out]. Each thread
- * owns a block of its columns, so the sum order is fixed. */
+ * The scatter adds the rows in order into a dense dWᵀ [in, out], which is
+ * then transposed into dW. */
 void linear_onehot_backward(TapeEntry *e) {
     Tensor *w = e->in[0], *b = e->in[1], *y = e->out;
     const int *ids = e->saved;
@@ -164,17 +164,7 @@ void linear_onehot_backward(TapeEntry *e) {
     int out_dim = w->shape[0], in = w->shape[1];
     if (w->grad) {
         float *dwt = sd_calloc((size_t)in * out_dim, sizeof(float));
-        int threads = (long)rows * out_dim > PARALLEL_MIN ? omp_get_max_threads() : 1;
-#pragma omp parallel num_threads(threads)
-        {
-            int t = omp_get_thread_num(), nt = omp_get_num_threads();
-            int c0 = (int)((long)out_dim * t / nt), c1 = (int)((long)out_dim * (t + 1) / nt);
-            for (long i = 0; i < (long)rows * fields; i++) {
-                float *dst = dwt + (long)ids[i] * out_dim;
-                const float *src = y->grad + i / fields * out_dim;
-                for (int o = c0; o < c1; o++) dst[o] += src[o];
-            }
-        }
+        scatter_add_rows(dwt, ids, (long)rows * fields, fields, y->grad, out_dim, 1.0f);
         int store = tensor_grad_claim(w);
         for (int o = 0; o < out_dim; o++)
             for (int k = 0; k < in; k++) GRAD_PUT(store, w->grad, (long)o * in + k, dwt[(long)k * out_dim + o]);

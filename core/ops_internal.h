@@ -33,6 +33,10 @@ void global_avg_pool_backward(TapeEntry *e);
 void batchnorm_backward(TapeEntry *e);
 void dropout_backward(TapeEntry *e);
 
+/* table[ids[i]] += scale · src[i / group] for i in [0, n), over rows of d
+ * floats, in a fixed order that does not depend on the thread count. */
+void scatter_add_rows(float *table, const int *ids, long n, int group, const float *src, int d, float scale);
+
 /* Abort with the op name, the failed condition and the shapes of up to three tensors. */
 void shape_check_failed(const char *file, int line, const char *op, const char *cond,
                         const Tensor *a, const Tensor *b, const Tensor *c) __attribute__((noreturn));

@@ -34,28 +34,27 @@ Tensor *op_embedding(Graph *g, Tensor *table, const int *ids, int batch, int seq
     return y;
 }
 
-/* Differentiates y[i] = scale · table[ids[i]]: table.grad[ids[i]] += scale dy[i].
- * Each thread owns a contiguous block of columns and walks the rows in
- * order, so the scatter needs no atomics and the sum order is fixed. */
-void embedding_backward(TapeEntry *e) {
-    Tensor *table = e->in[0];
-    const int *ids = e->saved;
-    long n = e->iarg[0];
-    int d = table->shape[1];
-    float scale = e->farg[0];
-    const float *dy = e->out->grad;
+/* Each thread owns a contiguous block of columns and walks i in order, so
+ * the scatter needs no atomics and the sum order is fixed. */
+void scatter_add_rows(float *table, const int *ids, long n, int group, const float *src, int d, float scale) {
     int threads = n * d > PARALLEL_MIN ? omp_get_max_threads() : 1;
-    tensor_grad_claim_zeroed(table);
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
         int c0 = (int)((long)d * t / nt), c1 = (int)((long)d * (t + 1) / nt);
         for (long i = 0; i < n; i++) {
-            float *dst = table->grad + (long)ids[i] * d;
-            const float *src = dy + i * d;
-            for (int j = c0; j < c1; j++) dst[j] += scale * src[j];
+            float *dst = table + (long)ids[i] * d;
+            const float *row = src + i / group * d;
+            for (int j = c0; j < c1; j++) dst[j] += scale * row[j];
         }
     }
+}
+
+/* Differentiates y[i] = scale · table[ids[i]]: table.grad[ids[i]] += scale dy[i]. */
+void embedding_backward(TapeEntry *e) {
+    Tensor *table = e->in[0];
+    tensor_grad_claim_zeroed(table);
+    scatter_add_rows(table->grad, e->saved, e->iarg[0], 1, e->out->grad, table->shape[1], e->farg[0]);
 }
 
 /* ---- add_position: y[b, t] = x[b, t] + pos[t] --------------------------- */

@@ -290,6 +290,13 @@ static int append_alignment(TracedPair *p, char *err, size_t errlen) {
     return rc;
 }
 
+/* True when svd_full runs the matrix's SVD on one thread. */
+static int svd_serial(const TracedMatrix *tm) { return (long)tm->m * tm->n < SVD_SERIAL_MAX_ENTRIES; }
+
+static int svd_traced(TracedMatrix *tm, char *err, size_t errlen) {
+    return svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, err, errlen);
+}
+
 /* Compute the SVD of every traced matrix into its s, u_full and vt_full.
  * Matrices below SVD_SERIAL_MAX_ENTRIES are spread over the threads, one
  * serial SVD each, so their results do not depend on the thread count.
@@ -298,18 +305,10 @@ static int svd_all(Tracer *t, char *err, size_t errlen) {
     int *failed = sd_calloc((size_t)t->count, sizeof(int));
     char (*messages)[256] = sd_calloc((size_t)t->count, sizeof *messages);
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < t->count; i++) {
-        TracedMatrix *tm = &t->mats[i];
-        if ((long)tm->m * tm->n < SVD_SERIAL_MAX_ENTRIES)
-            failed[i] = svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, messages[i],
-                                 sizeof messages[i]) != 0;
-    }
-    for (int i = 0; i < t->count; i++) {
-        TracedMatrix *tm = &t->mats[i];
-        if ((long)tm->m * tm->n >= SVD_SERIAL_MAX_ENTRIES)
-            failed[i] = svd_full(tm->param->t.data, tm->m, tm->n, tm->s, tm->u_full, tm->vt_full, messages[i],
-                                 sizeof messages[i]) != 0;
-    }
+    for (int i = 0; i < t->count; i++)
+        if (svd_serial(&t->mats[i])) failed[i] = svd_traced(&t->mats[i], messages[i], sizeof messages[i]) != 0;
+    for (int i = 0; i < t->count; i++)
+        if (!svd_serial(&t->mats[i])) failed[i] = svd_traced(&t->mats[i], messages[i], sizeof messages[i]) != 0;
     int rc = 0;
     for (int i = 0; i < t->count && rc == 0; i++)
         if (failed[i]) {
