@@ -141,9 +141,9 @@ static void operand_destroy(Operand *op) {
 
 /* Point the primitive-layout memory at the slot's buffer. A blocked layout
  * whose channel count is not a multiple of the block has padding that the
- * primitives expect to be zero; every blocked input here comes out of a
- * oneDNN reorder, which writes that padding. In oneDNN 2.6 setting the
- * handle does not zero it.
+ * primitives expect to be zero. Every blocked input here comes out of a
+ * oneDNN reorder, which writes that padding, because in oneDNN 2.6 setting
+ * the handle does not zero it.
  * NOTE: a buffer filled any other way would need dnnl_impl_zero_pad first. */
 static dnnl_memory_t operand_scratch(Operand *op) {
     DNNL_CHECK(dnnl_memory_set_data_handle, op->prim_mem, slot_buffer(op->slot, dnnl_memory_desc_get_size(&op->prim_md)));

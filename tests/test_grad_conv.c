@@ -185,9 +185,9 @@ static void grad_dropout(void) {
  * evaluated with direct loops in double precision: y, dx, dw and db for a
  * random upstream gradient, within 1e-4 relative plus 1e-5 of the largest
  * magnitude. The shapes make the GEMM path cut the batch into chunks run by
- * several threads (including a last chunk of one sample), run one chunk
- * with OpenBLAS threading the GEMM, use stride 2 with odd sizes, and a
- * 5 × 5 kernel. */
+ * several threads, including a last chunk of one sample. They also make it
+ * run one chunk with OpenBLAS threading the GEMM, and cover stride 2 with
+ * odd sizes and a 5 × 5 kernel. */
 typedef struct {
     int n, c, h, w, o, k, stride, padding;
 } ConvShape;

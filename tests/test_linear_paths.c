@@ -1,7 +1,8 @@
-/* The fast paths of the linear layer against references computed another way:
- * op_linear's thread-split products against loops in double precision, on
- * shapes large enough that every split (by rows, by columns) runs, and
- * op_linear_onehot against op_linear on the dense multi-hot matrix.
+/* Tests of the fast paths of the linear layer against references computed
+ * another way. op_linear's thread-split products are checked against loops
+ * in double precision, on shapes large enough that every split (by rows, by
+ * columns) runs. op_linear_onehot is checked against op_linear on the dense
+ * multi-hot matrix.
  *
  * Tolerance: float32 sums over at most a few hundred terms of products of
  * numbers in [-1, 1] round to about 1e-5 of the largest magnitude, so the
@@ -26,12 +27,12 @@ static double max_abs(const double *v, long n) {
 }
 
 /* Check got[i] against want[i] for every i; names the first few mismatches. */
-static void expect_all_close(const char *what, const float *got, const double *want, long n) {
+static void expect_all_close(const char *label, const float *got, const double *want, long n) {
     double atol = 1e-4 * fmax(1.0, max_abs(want, n));
     int failures = 0;
     for (long i = 0; i < n; i++)
         if (!test_close(got[i], want[i], 1e-4, atol) && failures++ < 3)
-            EXPECT(0, "%s[%ld]: %.7g, reference %.7g", what, i, (double)got[i], want[i]);
+            EXPECT(0, "%s[%ld]: %.7g, reference %.7g", label, i, (double)got[i], want[i]);
 }
 
 /* y = x Wᵀ + b and its gradients for a seed dy, as op_linear computes them,
@@ -72,15 +73,15 @@ static void check_linear_against_loops(int rows, int in, int out) {
             want_y[(long)r * out + o] = acc;
             want_db[o] += g_ro;
         }
-    char what[64];
-    snprintf(what, sizeof what, "linear %dx%d->%d y", rows, in, out);
-    expect_all_close(what, y->data, want_y, (long)rows * out);
-    snprintf(what, sizeof what, "linear %dx%d->%d dx", rows, in, out);
-    expect_all_close(what, x->grad, want_dx, (long)rows * in);
-    snprintf(what, sizeof what, "linear %dx%d->%d dw", rows, in, out);
-    expect_all_close(what, w->grad, want_dw, (long)out * in);
-    snprintf(what, sizeof what, "linear %dx%d->%d db", rows, in, out);
-    expect_all_close(what, b->grad, want_db, out);
+    char label[64];
+    snprintf(label, sizeof label, "linear %dx%d->%d y", rows, in, out);
+    expect_all_close(label, y->data, want_y, (long)rows * out);
+    snprintf(label, sizeof label, "linear %dx%d->%d dx", rows, in, out);
+    expect_all_close(label, x->grad, want_dx, (long)rows * in);
+    snprintf(label, sizeof label, "linear %dx%d->%d dw", rows, in, out);
+    expect_all_close(label, w->grad, want_dw, (long)out * in);
+    snprintf(label, sizeof label, "linear %dx%d->%d db", rows, in, out);
+    expect_all_close(label, b->grad, want_db, out);
 
     free(want_y);
     free(want_dx);
@@ -145,13 +146,13 @@ static void linear_onehot_matches_dense(void) {
     for (int pass = 0; pass < 2; pass++) {
         graph_backward_seeded(&g, sparse, dy);
         graph_backward_seeded(&h, dense, dy);
-        char what[64];
-        snprintf(what, sizeof what, "linear_onehot dw, backward %d", pass + 1);
+        char label[64];
+        snprintf(label, sizeof label, "linear_onehot dw, backward %d", pass + 1);
         for (long i = 0; i < w[1]->size; i++) want[i] = w[1]->grad[i];
-        expect_all_close(what, w[0]->grad, want, w[1]->size);
-        snprintf(what, sizeof what, "linear_onehot db, backward %d", pass + 1);
+        expect_all_close(label, w[0]->grad, want, w[1]->size);
+        snprintf(label, sizeof label, "linear_onehot db, backward %d", pass + 1);
         for (long i = 0; i < b[1]->size; i++) want[i] = b[1]->grad[i];
-        expect_all_close(what, b[0]->grad, want, b[1]->size);
+        expect_all_close(label, b[0]->grad, want, b[1]->size);
     }
 
     free(want);

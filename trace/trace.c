@@ -53,10 +53,11 @@ static int matches_any(const char *name, const char *globs) {
     return 0;
 }
 
-/* Below this many entries sgesdd runs single-threaded: with OpenBLAS 0.3.21 on
- * 2 threads a 256 × 784 SVD took 19.9 ms against 10.7 ms on one, and 512 × 512
- * took 55.6 ms against 37.2 ms; 1024 × 1024 was faster on two (222.8 ms against
- * 290.9 ms). Measured on a 2-core AMD EPYC (Zen 4). */
+/* Below this many entries sgesdd runs single-threaded. With OpenBLAS 0.3.21
+ * on 2 threads a 256 × 784 SVD took 19.9 ms against 10.7 ms on one, and
+ * 512 × 512 took 55.6 ms against 37.2 ms. 1024 × 1024 was faster on two
+ * (222.8 ms against 290.9 ms). Measured on a 2-core AMD EPYC.
+ * NOTE: the bound is tuned on that one machine. */
 #define SVD_SERIAL_MAX_ENTRIES (1L << 19)
 
 /* Full thin SVD into s [r], u [m, r], vt [r, n] (u, vt NULL: values only). */
